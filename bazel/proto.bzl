@@ -54,8 +54,6 @@ def proto_c_library(name, srcs = [], system_srcs = [], deps = [], visibility = N
         srcs = c_outs,
         hdrs = h_outs,
         includes = ["."],
-        # Generated code is not ours to keep warning-free.
-        copts = ["-Wno-unused-parameter", "-Wno-error"],
         deps = deps + ["//bazel:protobuf_c"],
         visibility = visibility,
     )
