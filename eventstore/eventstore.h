@@ -82,6 +82,7 @@ int es_status_grpc_code(int status);
 #define ES_NS_MAX 64                 /* caller key namespace name */
 #define ES_KEY_MAX 400               /* caller key, bytes (LMDB's key limit less
                                         the namespace prefix) */
+#define ES_VALUE_MAX ((size_t)64 << 20) /* caller value or snapshot */
 #define ES_FILTER_TYPES_MAX 32
 
 /* Expected version for es_append (EventStoreDB's values). Values >= 0 are an

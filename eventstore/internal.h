@@ -110,6 +110,7 @@ struct es_txn {
     MDB_txn *txn;
     bool write;
     bool owns_lock;              /* read txn holding map_lock shared */
+    bool map_full;               /* a write through it hit MDB_MAP_FULL */
 };
 
 /* Begin/end a raw read txn under the map lock (used by reads, verify, subs). */
@@ -122,6 +123,8 @@ int es__status_from_mdb(int rc);
 void es__put_u64(uint8_t *p, uint64_t v);
 uint64_t es__get_u64(const uint8_t *p);
 
+/* Grow the map (store.c); writer thread only, no write txn open. */
+int es__grow_map(es_store *s);
 /* The writer thread (append.c). */
 void *es__writer_main(void *arg);
 /* Filter matching (read.c), shared with subscriptions. */

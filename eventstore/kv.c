@@ -1,0 +1,164 @@
+/* kv.c: the atomic companions of the log: caller-owned keys in namespaces,
+ * per-stream snapshots and named checkpoints, all in the store's environment
+ * so a write callback commits them in the same transaction as an append. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventstore/internal.h"
+
+/* Namespace, NUL, key: namespaces cannot contain NUL, so no two collide. */
+static int user_key(const char *ns, const void *key, size_t key_len,
+                    uint8_t *buf, MDB_val *k)
+{
+    size_t n = ns ? strnlen(ns, ES_NS_MAX + 1) : 0;
+    if (n == 0 || n > ES_NS_MAX || (!key && key_len) || key_len > ES_KEY_MAX)
+        return ES_INVALID;
+    memcpy(buf, ns, n);
+    buf[n] = 0;
+    if (key_len)
+        memcpy(buf + n + 1, key, key_len);
+    k->mv_data = buf;
+    k->mv_size = n + 1 + key_len;
+    return ES_OK;
+}
+
+static int write_status(es_txn *t, int rc)
+{
+    if (rc == MDB_MAP_FULL)
+        t->map_full = true;
+    return es__status_from_mdb(rc);
+}
+
+static int put(es_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *d)
+{
+    if (!t->write)
+        return ES_READONLY;
+    return write_status(t, mdb_put(t->txn, dbi, k, d, 0));
+}
+
+int es_kv_put(es_txn *t, const char *ns, const void *key, size_t key_len,
+              const void *val, size_t val_len)
+{
+    uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
+    MDB_val k, d = {val_len, (void *)val};
+    if (!t || key_len == 0 || (!val && val_len) || val_len > ES_VALUE_MAX ||
+        user_key(ns, key, key_len, buf, &k))
+        return ES_INVALID;
+    return put(t, t->store->dbs.user, &k, &d);
+}
+
+int es_kv_get(es_txn *t, const char *ns, const void *key, size_t key_len,
+              const void **val, size_t *val_len)
+{
+    uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
+    MDB_val k, d;
+    if (!t || !val || !val_len || key_len == 0 ||
+        user_key(ns, key, key_len, buf, &k))
+        return ES_INVALID;
+    int rc = mdb_get(t->txn, t->store->dbs.user, &k, &d);
+    if (rc)
+        return es__status_from_mdb(rc);
+    *val = d.mv_data;
+    *val_len = d.mv_size;
+    return ES_OK;
+}
+
+int es_kv_del(es_txn *t, const char *ns, const void *key, size_t key_len)
+{
+    uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
+    MDB_val k;
+    if (!t || key_len == 0 || user_key(ns, key, key_len, buf, &k))
+        return ES_INVALID;
+    if (!t->write)
+        return ES_READONLY;
+    return write_status(t, mdb_del(t->txn, t->store->dbs.user, &k, NULL));
+}
+
+int es_kv_scan(es_txn *t, const char *ns, const void *from_key,
+               size_t from_len, es_kv_visit_fn fn, void *arg)
+{
+    uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
+    MDB_cursor *cur = NULL;
+    MDB_val k, d;
+    int rc;
+    if (!t || !fn || user_key(ns, from_key, from_key ? from_len : 0, buf, &k))
+        return ES_INVALID;
+    size_t plen = strlen(ns) + 1;
+    if ((rc = mdb_cursor_open(t->txn, t->store->dbs.user, &cur)))
+        return es__status_from_mdb(rc);
+    for (rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, buf, plen) != 0)
+            break;
+        if (fn(arg, (uint8_t *)k.mv_data + plen, k.mv_size - plen, d.mv_data,
+               d.mv_size))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? ES_OK : es__status_from_mdb(rc);
+}
+
+int es_snapshot_put(es_txn *t, const char *stream, uint64_t version,
+                    const void *data, size_t len)
+{
+    if (!t || !es_stream_name_valid(stream) || (!data && len) ||
+        len > ES_VALUE_MAX)
+        return ES_INVALID;
+    if (!t->write)
+        return ES_READONLY;
+    MDB_val k = {strlen(stream), (void *)stream}, d = {8 + len, NULL};
+    int rc = mdb_put(t->txn, t->store->dbs.snapshots, &k, &d, MDB_RESERVE);
+    if (rc)
+        return write_status(t, rc);
+    es__put_u64(d.mv_data, version);
+    if (len)
+        memcpy((uint8_t *)d.mv_data + 8, data, len);
+    return ES_OK;
+}
+
+int es_snapshot_get(es_txn *t, const char *stream, uint64_t *version,
+                    const void **data, size_t *len)
+{
+    if (!t || !es_stream_name_valid(stream) || !version || !data || !len)
+        return ES_INVALID;
+    MDB_val k = {strlen(stream), (void *)stream}, d;
+    int rc = mdb_get(t->txn, t->store->dbs.snapshots, &k, &d);
+    if (rc)
+        return es__status_from_mdb(rc);
+    if (d.mv_size < 8)
+        return ES_CORRUPT;
+    *version = es__get_u64(d.mv_data);
+    *data = (uint8_t *)d.mv_data + 8;
+    *len = d.mv_size - 8;
+    return ES_OK;
+}
+
+static bool name_ok(const char *name)
+{
+    size_t n = name ? strnlen(name, ES_NS_MAX + 1) : 0;
+    return n > 0 && n <= ES_NS_MAX;
+}
+
+int es_checkpoint_put(es_txn *t, const char *name, uint64_t position)
+{
+    uint8_t v[8];
+    if (!t || !name_ok(name))
+        return ES_INVALID;
+    es__put_u64(v, position);
+    MDB_val k = {strlen(name), (void *)name}, d = {8, v};
+    return put(t, t->store->dbs.checkpoints, &k, &d);
+}
+
+int es_checkpoint_get(es_txn *t, const char *name, uint64_t *position)
+{
+    if (!t || !name_ok(name) || !position)
+        return ES_INVALID;
+    MDB_val k = {strlen(name), (void *)name}, d;
+    int rc = mdb_get(t->txn, t->store->dbs.checkpoints, &k, &d);
+    if (rc)
+        return es__status_from_mdb(rc);
+    if (d.mv_size != 8)
+        return ES_CORRUPT;
+    *position = es__get_u64(d.mv_data);
+    return ES_OK;
+}
