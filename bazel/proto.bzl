@@ -25,6 +25,9 @@ def proto_c_library(name, srcs = [], system_srcs = [], deps = [], visibility = N
       system_srcs: import paths of .proto files found under the system include
         roots (/usr/include, /usr/share/grpc-proto) to generate C for as well.
       deps: other cc_library targets the generated code needs.
+
+    The library also defines `<name>_messages`, a NULL-terminated array
+    of every message descriptor it declares (see //services/pbjson:registry).
     """
     pkg = native.package_name()
     root = pkg if pkg else "."
@@ -49,9 +52,17 @@ def proto_c_library(name, srcs = [], system_srcs = [], deps = [], visibility = N
               (incs, " ".join(files)),
         message = "protoc descriptor set " + name,
     )
+    native.genrule(
+        name = name + "_registry_gen",
+        srcs = h_outs,
+        outs = [name + "_registry.c"],
+        tools = ["//bazel:gen_registry.sh"],
+        cmd = "$(location //bazel:gen_registry.sh) $@ %s_messages $(SRCS)" % name,
+        message = "message registry " + name,
+    )
     native.cc_library(
         name = name,
-        srcs = c_outs,
+        srcs = c_outs + [name + "_registry.c"],
         hdrs = h_outs,
         includes = ["."],
         deps = deps + ["//bazel:protobuf_c"],

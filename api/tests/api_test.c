@@ -15,6 +15,7 @@
 #include "agentmesh/v1/memory.pb-c.h"
 #include "agentmesh/v1/query.pb-c.h"
 #include "google/protobuf/descriptor.pb-c.h"
+#include "api/tests/populate.h"
 
 #define HTTP_RULE_TAG 72295728u
 
@@ -30,151 +31,19 @@ static int failures;
         }                                                                     \
     } while (0)
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static ProtobufCMessage *populate(const ProtobufCMessageDescriptor *d, int depth);
-
-/* Writes one distinct, non-default value of the field's type at dst. */
-static void set_scalar(const ProtobufCFieldDescriptor *f, void *dst, int depth, unsigned salt)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        *(int32_t *)dst = -7 - (int32_t)salt;
-        break;
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        *(uint32_t *)dst = 4000000000u - salt;
-        break;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-        *(int64_t *)dst = -1700000000000000000LL - (int64_t)salt;
-        break;
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        *(uint64_t *)dst = 18000000000000000000ULL - salt;
-        break;
-    case PROTOBUF_C_TYPE_FLOAT:
-        *(float *)dst = 1.5f + (float)salt;
-        break;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        *(double *)dst = 2.25 + salt;
-        break;
-    case PROTOBUF_C_TYPE_BOOL:
-        *(protobuf_c_boolean *)dst = 1;
-        break;
-    case PROTOBUF_C_TYPE_ENUM: {
-        const ProtobufCEnumDescriptor *e = f->descriptor;
-        *(int *)dst = e->values[e->n_values - 1].value;
-        break;
-    }
-    case PROTOBUF_C_TYPE_STRING: {
-        char *s = xcalloc(64, 1);
-        snprintf(s, 64, "%s-%u-\xc3\xa9", f->name, salt);
-        *(char **)dst = s;
-        break;
-    }
-    case PROTOBUF_C_TYPE_BYTES: {
-        ProtobufCBinaryData *b = dst;
-        b->len = 5 + salt;
-        b->data = xcalloc(b->len, 1);
-        for (size_t i = 0; i < b->len; i++)
-            b->data[i] = (uint8_t)(0xf0 + i);
-        break;
-    }
-    case PROTOBUF_C_TYPE_MESSAGE:
-        *(ProtobufCMessage **)dst = populate(f->descriptor, depth + 1);
-        break;
-    }
-}
-
-static size_t type_size(ProtobufCType t)
-{
-    switch (t) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        return 4;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
-    case PROTOBUF_C_TYPE_FLOAT:
-        return sizeof(float);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_ENUM:
-        return sizeof(int);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    }
-    return 0;
-}
-
-/* Builds a message with every field set (two elements per repeated field,
- * the first member of each oneof), recursing three levels into messages. */
-static ProtobufCMessage *populate(const ProtobufCMessageDescriptor *d, int depth)
-{
-    ProtobufCMessage *m = xcalloc(1, d->sizeof_message);
-    d->message_init(m);
-    if (depth > 3)
-        return m;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        char *base = (char *)m;
-        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-            uint32_t *qcase = (uint32_t *)(base + f->quantifier_offset);
-            if (*qcase != 0)
-                continue;
-            *qcase = f->id;
-            set_scalar(f, base + f->offset, depth, i);
-        } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = 2, sz = type_size(f->type);
-            char *arr = xcalloc(n, sz);
-            for (size_t k = 0; k < n; k++)
-                set_scalar(f, arr + k * sz, depth, (unsigned)(i + k));
-            *(size_t *)(base + f->quantifier_offset) = n;
-            *(void **)(base + f->offset) = arr;
-        } else {
-            set_scalar(f, base + f->offset, depth, i);
-        }
-    }
-    return m;
-}
-
 /* Packs a populated message, unpacks it and packs again: the bytes must be
  * identical and must differ from an empty message's. */
 static void roundtrip(const ProtobufCMessageDescriptor *d)
 {
-    ProtobufCMessage *m = populate(d, 0);
+    ProtobufCMessage *m = populate_message(d);
     size_t n1 = protobuf_c_message_get_packed_size(m);
-    uint8_t *b1 = xcalloc(n1, 1);
+    uint8_t *b1 = malloc(n1 + 1);
     CHECK(protobuf_c_message_pack(m, b1) == n1, "%s: pack size", d->name);
     ProtobufCMessage *u = protobuf_c_message_unpack(d, NULL, n1, b1);
     CHECK(u != NULL, "%s: unpack failed", d->name);
     if (u != NULL) {
         size_t n2 = protobuf_c_message_get_packed_size(u);
-        uint8_t *b2 = xcalloc(n2, 1);
+        uint8_t *b2 = malloc(n2 + 1);
         protobuf_c_message_pack(u, b2);
         CHECK(n1 == n2 && memcmp(b1, b2, n1) == 0, "%s: repack differs", d->name);
         CHECK(d->n_fields == 0 || n1 > 0, "%s: populated message packs empty", d->name);
@@ -209,7 +78,9 @@ static uint8_t *read_file(const char *path, size_t *len)
         return NULL;
     if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
         goto out;
-    buf = xcalloc((size_t)n, 1);
+    buf = malloc(n ? (size_t)n : 1);
+    if (buf == NULL)
+        goto out;
     if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
         free(buf);
         buf = NULL;

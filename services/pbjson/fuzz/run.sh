@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the pbjson libFuzzer driver for FUZZ_SECONDS (default 60) on its corpus.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+exec bash "$root/tests/fuzz/run_libfuzzer.sh" pbjson_fuzz "${FUZZ_SECONDS:-60}" "$here/corpus" -- \
+  "$here/pbjson_fuzz.c" "$root"/services/pbjson/{common,decode,encode,registry}.c
