@@ -1,0 +1,150 @@
+/* Building the agent manager's events: packed agentmesh.v1 payloads, ids
+ * (random, or derived for idempotent retries), metadata, and the UUIDs and
+ * traceparents that metadata carries. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "services/agent_manager/internal.h"
+
+#define CONTENT_TYPE "application/x-protobuf"
+
+int am_events_add(am_events *b, const char *type,
+                  const ProtobufCMessage *payload, const am_ctx *ctx,
+                  const uint8_t *det_id)
+{
+    if (b->n >= AM_OP_EVENTS)
+        return -1;
+    size_t len = protobuf_c_message_get_packed_size(payload);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -1;
+    protobuf_c_message_pack(payload, buf);
+    es_event_data *e = &b->ev[b->n];
+    memset(e, 0, sizeof *e);
+    if (det_id)
+        memcpy(e->id, det_id, ES_ID_SIZE);
+    else if (RAND_bytes(e->id, ES_ID_SIZE) != 1) {
+        free(buf);
+        return -1;
+    }
+    e->type = type;
+    e->content_type = CONTENT_TYPE;
+    e->data = buf;
+    e->data_len = len;
+    if (ctx) {
+        e->meta.actor = ctx->actor;
+        e->meta.correlation_id = ctx->correlation_id;
+        e->meta.causation_id = ctx->causation_id;
+        e->meta.traceparent = ctx->traceparent;
+    }
+    b->buf[b->n++] = buf;
+    return 0;
+}
+
+void am_events_free(am_events *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->buf[i]);
+    memset(b, 0, sizeof *b);
+}
+
+static void hex(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void am_uuid_format(const uint8_t id[16], char *out)
+{
+    /* 8-4-4-4-12 */
+    static const size_t groups[] = {4, 2, 2, 2, 6};
+    size_t at = 0;
+    for (size_t g = 0; g < 5; g++) {
+        hex(id + at, groups[g], out);
+        out += 2 * groups[g];
+        at += groups[g];
+        if (g < 4)
+            *out++ = '-';
+    }
+    *out = '\0';
+}
+
+int am_uuid_new(char *out)
+{
+    uint8_t id[16];
+    if (RAND_bytes(id, sizeof id) != 1)
+        return -1;
+    id[6] = (uint8_t)((id[6] & 0x0f) | 0x40);
+    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
+    am_uuid_format(id, out);
+    return 0;
+}
+
+int am_traceparent_new(char *out)
+{
+    uint8_t r[24];
+    char t[33], sp[17];
+    if (RAND_bytes(r, sizeof r) != 1)
+        return -1;
+    hex(r, 16, t);
+    hex(r + 16, 8, sp);
+    snprintf(out, 56, "00-%s-%s-01", t, sp);
+    return 0;
+}
+
+void am_ctx_followup(am_ctx_buf *b, const am_ctx *parent, const uint8_t *cause)
+{
+    memset(b, 0, sizeof *b);
+    if (parent && parent->correlation_id)
+        snprintf(b->correlation, sizeof b->correlation, "%s",
+                 parent->correlation_id);
+    else if (am_uuid_new(b->correlation))
+        b->correlation[0] = '\0';
+    if (cause)
+        am_uuid_format(cause, b->causation);
+    if (parent && parent->traceparent)
+        snprintf(b->traceparent, sizeof b->traceparent, "%s",
+                 parent->traceparent);
+    else if (am_traceparent_new(b->traceparent))
+        b->traceparent[0] = '\0';
+    snprintf(b->actor, sizeof b->actor, "%s",
+             parent && parent->actor ? parent->actor : "agent-manager");
+    b->ctx.actor = b->actor;
+    b->ctx.correlation_id = b->correlation;
+    b->ctx.causation_id = b->causation;
+    b->ctx.traceparent = b->traceparent;
+}
+
+int64_t am_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t am_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int am_fail(am_error *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
