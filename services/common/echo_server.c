@@ -28,17 +28,6 @@ static void fill_reply(rpc_call *call, Agentmesh__Test__EchoReply *r)
     r->traceparent = (char *)(rpc_call_traceparent(call) ? rpc_call_traceparent(call) : "");
 }
 
-static void echo(rpc_call *call, const ProtobufCMessage *request, void *user)
-{
-    const Agentmesh__Test__EchoRequest *req =
-        (const Agentmesh__Test__EchoRequest *)request;
-    Agentmesh__Test__EchoReply r = AGENTMESH__TEST__ECHO_REPLY__INIT;
-    (void)user;
-    r.message = req->message;
-    fill_reply(call, &r);
-    rpc_call_reply(call, &r.base);
-}
-
 /* A wait that a cancellation interrupts. */
 struct waiter {
     pthread_mutex_t mu;
@@ -88,6 +77,27 @@ static void waiter_wait(struct waiter *w, rpc_call *call, int64_t ms)
             break;
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+/* Echoes the message, after interval_ms (cut short by cancellation). */
+static void echo(rpc_call *call, const ProtobufCMessage *request, void *user)
+{
+    const Agentmesh__Test__EchoRequest *req =
+        (const Agentmesh__Test__EchoRequest *)request;
+    Agentmesh__Test__EchoReply r = AGENTMESH__TEST__ECHO_REPLY__INIT;
+    (void)user;
+    if (req->interval_ms > 0) {
+        struct waiter w;
+        waiter_init(&w);
+        rpc_call_on_cancel(call, wake, &w);
+        waiter_wait(&w, call, req->interval_ms);
+        rpc_call_on_cancel(call, NULL, NULL);
+        pthread_cond_destroy(&w.cv);
+        pthread_mutex_destroy(&w.mu);
+    }
+    r.message = req->message;
+    fill_reply(call, &r);
+    rpc_call_reply(call, &r.base);
 }
 
 static void count(rpc_call *call, const ProtobufCMessage *request, void *user)

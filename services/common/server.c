@@ -592,8 +592,8 @@ int rpc_server_shutdown(rpc_server *srv, int64_t grace_ms, bool *all_finished)
         grpc_completion_queue_pluck(pluck, &shutdown_tag,
                                     gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     }
+    /* The only tag was plucked: the queue is empty. */
     grpc_completion_queue_shutdown(pluck);
-    grpc_completion_queue_next(pluck, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     grpc_completion_queue_destroy(pluck);
 
     /* Handlers still running see their calls cancelled; wait for them. */

@@ -76,6 +76,5 @@ void rpc_signals_destroy(rpc_signals *sig)
     if (sig == NULL)
         return;
     close(sig->fd);
-    pthread_sigmask(SIG_SETMASK, &sig->old, NULL);
     free(sig);
 }

@@ -25,7 +25,9 @@ int rpc_signals_wait(rpc_signals *sig, int64_t timeout_ms, int *signo);
 /* A descriptor that becomes readable when a signal is pending (for poll). */
 int rpc_signals_fd(const rpc_signals *sig);
 
-/* Closes the signalfd and restores the signal mask; NULL is a no-op. */
+/* Closes the signalfd; NULL is a no-op. SIGTERM/SIGINT stay blocked, so a
+ * second signal during the final cleanup cannot kill a process that is
+ * already exiting cleanly. */
 void rpc_signals_destroy(rpc_signals *sig);
 
 #ifdef __cplusplus
