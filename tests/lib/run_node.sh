@@ -1,0 +1,26 @@
+#!/bin/sh
+# Runs a Node integration test with the workspace's node_modules: the
+# workspace is found by resolving this harness's runfile symlink back into
+# the source tree (AGENTMESH_ROOT, when set, wins).
+# Usage: run_node.sh TEST.js [ARGS...]
+set -eu
+script="$1"
+shift
+if [ -z "${AGENTMESH_ROOT:-}" ]; then
+    dir=$(dirname "$(readlink -f tests/lib/grpc_node.js)")
+    while [ "$dir" != "/" ]; do
+        if [ -f "$dir/package.json" ] && [ -f "$dir/WORKSPACE" ]; then
+            break
+        fi
+        dir=$(dirname "$dir")
+    done
+    AGENTMESH_ROOT="$dir"
+fi
+if [ ! -d "$AGENTMESH_ROOT/node_modules/@grpc/grpc-js" ]; then
+    echo "run_node.sh: no node_modules/@grpc/grpc-js under $AGENTMESH_ROOT (run npm ci)" >&2
+    exit 1
+fi
+export AGENTMESH_ROOT
+NODE_PATH="$AGENTMESH_ROOT/node_modules"
+export NODE_PATH
+exec node "$script" "$@"

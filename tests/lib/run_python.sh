@@ -1,0 +1,12 @@
+#!/bin/sh
+# Runs a Python integration test with Debian's /usr/bin/python3 (the one that
+# has grpcio and protobuf), with tests/lib on the module path. Bazel runs
+# tests from the runfiles root, so paths below are relative to it.
+# Usage: run_python.sh TEST.py [ARGS...]
+set -eu
+script="$1"
+shift
+PYTHONPATH="$(pwd)/tests/lib${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+export PYTHONDONTWRITEBYTECODE=1
+exec /usr/bin/python3 -u "$script" "$@"
