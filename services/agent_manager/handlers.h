@@ -1,0 +1,41 @@
+/* The gRPC face of the agent manager: the agentmesh.v1.AgentManager methods
+ * (handlers.c) including the WatchTask stream (watch.c), registered on an
+ * rpc_server over an am_service. */
+#ifndef AGENTMESH_AGENT_MANAGER_HANDLERS_H
+#define AGENTMESH_AGENT_MANAGER_HANDLERS_H
+
+#include "eventstore/eventstore.h"
+#include "services/agent_manager/agent_manager.h"
+#include "services/common/rpc.h"
+
+typedef struct am_grpc am_grpc;
+
+/* Registers every AgentManager method on srv (before it starts) and marks
+ * "agentmesh.v1.AgentManager" SERVING in health. svc and store are borrowed;
+ * *out is owned by the caller and must outlive the server (am_grpc_destroy
+ * after rpc_server_destroy). Returns an rpc_err. */
+int am_grpc_register(rpc_server *srv, am_service *svc, es_store *store,
+                     am_grpc **out);
+void am_grpc_destroy(am_grpc *g);
+
+/* The WatchTask handler (watch.c); user is the am_grpc. */
+void am_watch_task(rpc_call *call, const ProtobufCMessage *request,
+                   void *user);
+
+/* What the handlers share (plain data). */
+struct am_grpc {
+    am_service *svc;
+    es_store *store;
+};
+
+/* Event metadata of a call: its actor, correlation id (x-correlation-id,
+ * else x-request-id, else a new UUID), causation id (x-request-id, else the
+ * correlation id) and traceparent (the caller's, else a new one). */
+typedef struct am_call_ctx {
+    am_ctx ctx;
+    char correlation[40];
+    char traceparent[64];
+} am_call_ctx;
+void am_call_ctx_init(am_call_ctx *c, rpc_call *call);
+
+#endif
