@@ -1,0 +1,30 @@
+/* A minimal assertion helper for the runtime's C unit tests: CHECK prints
+ * the failed expression with its line and makes the test exit non-zero. */
+#ifndef AGENTMESH_SERVICES_COMMON_TEST_UTIL_H
+#define AGENTMESH_SERVICES_COMMON_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_failures;
+
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
+            test_failures++;                                                   \
+        }                                                                      \
+    } while (0)
+
+#define RUN(fn)                                                                \
+    do {                                                                       \
+        int before_ = test_failures;                                           \
+        fn();                                                                  \
+        fprintf(stderr, "%s %s\n", test_failures == before_ ? "ok  " : "FAIL", \
+                #fn);                                                          \
+    } while (0)
+
+#define TEST_EXIT() (test_failures == 0 ? 0 : 1)
+
+#endif
