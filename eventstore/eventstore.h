@@ -148,8 +148,8 @@ typedef struct es_metadata {
 typedef struct es_event_data {
     uint8_t id[ES_ID_SIZE];      /* caller-chosen unique id (idempotency) */
     const char *type;            /* e.g. "agentmesh.v1.TaskCompleted" */
-    const char *content_type;    /* NULL = "application/octet-stream" is not
-                                    implied: it is stored as empty */
+    const char *content_type;    /* e.g. "application/x-protobuf"; NULL is
+                                    stored as empty (no default is implied) */
     const void *data;            /* may be NULL when data_len is 0 */
     size_t data_len;
     es_metadata meta;
@@ -228,7 +228,7 @@ typedef struct es_stats {
     uint64_t map_size;           /* current map size, bytes */
     uint64_t map_size_max;
     uint64_t map_used;           /* bytes of the map in use */
-    unsigned readers_used;
+    unsigned readers_used;       /* live reader slots (this call's included) */
     unsigned readers_max;
     /* Since open, this process: */
     uint64_t appends_ok;
@@ -297,7 +297,10 @@ typedef struct es_append_result {
  * request is written (other requests in the same group commit are not
  * affected). The callback may read and write through txn (es_kv_*,
  * es_snapshot_*, es_checkpoint_*, es_read_*) and must not call any other es_
- * function, block, or keep txn or its pointers after returning. */
+ * function, block, or keep txn or its pointers after returning. It may run
+ * more than once for one request: when the map must grow, the whole group is
+ * undone and applied again, and only the last run's writes commit — so keep
+ * its effects inside txn. */
 typedef int (*es_txn_fn)(es_txn *txn, const es_append_result *appended,
                          void *arg);
 

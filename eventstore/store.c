@@ -397,6 +397,14 @@ int es_stream_version(es_txn *t, const char *stream, uint64_t *version)
 
 /* ---- stats, backup, restore ------------------------------------------- */
 
+/* mdb_reader_list writes a header, then one line per live reader slot. */
+static int count_reader(const char *msg, void *arg)
+{
+    if (strncmp(msg, "    pid", 7) != 0 && strncmp(msg, "(no active", 10) != 0)
+        (*(unsigned *)arg)++;
+    return 0;
+}
+
 int es_stats_get(es_store *s, es_stats *out)
 {
     MDB_txn *txn = NULL;
@@ -422,8 +430,8 @@ int es_stats_get(es_store *s, es_stats *out)
     r.streams = st.ms_entries;
     r.map_size = info.me_mapsize;
     r.map_used = (uint64_t)(info.me_last_pgno + 1) * ev.ms_psize;
-    r.readers_used = info.me_numreaders;
     r.readers_max = info.me_maxreaders;
+    mdb_reader_list(s->env, count_reader, &r.readers_used);
     es__read_end(s, txn);
     r.map_size_max = s->opts.map_size_max;
     r.keyed = s->hasher.keyed;
