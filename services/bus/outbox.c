@@ -1,0 +1,762 @@
+/*
+ * The outbox relay: one thread per service that follows the log from its
+ * checkpoint (an es_sub, woken by commits), publishes windows of events to
+ * NATS, and records the checkpoint in the store once a window's prefix is
+ * acknowledged. JetStream de-duplicates re-publications by Nats-Msg-Id (the
+ * event id), so a crash between publish and checkpoint only re-sends.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nats/nats.h>
+
+#include "services/bus/bus.h"
+
+enum entry_state { PENDING = 0, ACKED, FAILED, DEAD };
+
+typedef struct entry {
+    es_event *ev;          /* owned copy */
+    char *json;            /* CloudEvent body, NULL when DEAD at build */
+    size_t json_len;
+    char subject[256];
+    char id[37];
+    int state;
+    natsStatus err;        /* last failure */
+    jsErrCode code;        /* JetStream API error of the last failure, 0 if none */
+    unsigned attempts;     /* server refusals so far */
+    char reason[256];      /* why it is DEAD */
+} entry;
+
+struct bus_outbox {
+    es_store *store;
+    char *nats_url, *service, *stream_name, *checkpoint_name;
+    bool jetstream;
+    unsigned window;
+    int64_t ack_wait_ms, retry_min_ms, retry_max_ms;
+    unsigned max_attempts;
+    bus_payload_fn hook;
+    void *hook_arg;
+
+    pthread_t thread;
+    pthread_mutex_t mu;      /* guards the window's states and `stopping` */
+    pthread_cond_t wake;     /* interrupts backoff sleeps */
+    bool stopping;
+    int64_t flush_deadline;  /* CLOCK_MONOTONIC ms; valid once stopping */
+
+    natsConnection *nc;
+    jsCtx *js;
+    bool stream_ready;
+    es_sub *sub;
+
+    entry *win;
+    size_t win_n;
+
+    _Atomic uint64_t checkpoint;
+    _Atomic uint64_t published, dead_lettered, failures;
+    _Atomic bool connected;
+    bool closed;             /* the connection's last callback ran (under mu) */
+
+    metrics_family *m_published, *m_dead, *m_failures, *m_backlog;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *dup_or(const char *s, const char *dflt)
+{
+    return strdup(s != NULL && s[0] != '\0' ? s : dflt);
+}
+
+void bus_outbox_options_init(bus_outbox_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->nats_url = "nats://127.0.0.1:4222";
+    o->jetstream = true;
+    o->stream_name = "AGENTMESH";
+    o->window = 256;
+    o->ack_wait_ms = 5000;
+    o->retry_min_ms = 50;
+    o->retry_max_ms = 5000;
+    o->max_attempts = 3;
+    o->checkpoint_name = "outbox";
+}
+
+static void log_line(const bus_outbox *ob, const char *level, const char *msg, const char *detail)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* msg is ours; detail comes from NATS or the store: keep it printable. */
+    char clean[256];
+    size_t o = 0;
+    for (const char *p = detail ? detail : ""; *p && o + 1 < sizeof(clean); p++)
+        clean[o++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
+    clean[o] = '\0';
+    fprintf(stderr,
+            "{\"time_unix_nano\":%lld%09ld,\"level\":\"%s\",\"component\":\"outbox\",\"service\":\"%s\","
+            "\"msg\":\"%s\",\"detail\":\"%s\"}\n",
+            (long long)ts.tv_sec, ts.tv_nsec, level, ob->service, msg, clean);
+}
+
+/* Sleeps up to ms, waking early when the outbox is stopping. */
+static void nap(bus_outbox *ob, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&ob->mu);
+    if (!ob->stopping)
+        pthread_cond_timedwait(&ob->wake, &ob->mu, &ts);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+static bool stop_now(bus_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    bool stop = ob->stopping && (ob->flush_deadline >= 0 && now_ms() >= ob->flush_deadline);
+    pthread_mutex_unlock(&ob->mu);
+    return stop;
+}
+
+static bool stopping(bus_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    bool s = ob->stopping;
+    pthread_mutex_unlock(&ob->mu);
+    return s;
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    bus_outbox *ob = closure;
+    atomic_store(&ob->connected, false);
+    if (!stopping(ob))
+        log_line(ob, "warn", "disconnected from NATS; events wait in the log", "");
+}
+
+static void on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    bus_outbox *ob = closure;
+    atomic_store(&ob->connected, true);
+    log_line(ob, "info", "connected to NATS", ob->nats_url);
+}
+
+/* The last callback NATS delivers for a connection: after it, no callback
+ * can touch the outbox, so bus_outbox_stop waits for it before freeing. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    bus_outbox *ob = closure;
+    pthread_mutex_lock(&ob->mu);
+    ob->closed = true;
+    pthread_cond_broadcast(&ob->wake);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+static void close_nats(bus_outbox *ob)
+{
+    if (ob->nc == NULL)
+        return;
+    natsConnection_Close(ob->nc);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&ob->mu);
+    while (!ob->closed)
+        if (pthread_cond_timedwait(&ob->wake, &ob->mu, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+/* Runs on a NATS thread for each asynchronous publish: records the outcome
+ * in the window entry named by the message's position header. */
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pa;
+    bus_outbox *ob = closure;
+    const char *pos = NULL;
+    if (natsMsgHeader_Get(msg, "agentmesh-position", &pos) == NATS_OK && pos != NULL) {
+        uint64_t p = strtoull(pos, NULL, 10);
+        pthread_mutex_lock(&ob->mu);
+        if (ob->win_n > 0 && p >= ob->win[0].ev->position) {
+            size_t i = (size_t)(p - ob->win[0].ev->position);
+            if (i < ob->win_n && ob->win[i].state == PENDING) {
+                if (pae == NULL) {
+                    ob->win[i].state = ACKED;
+                } else {
+                    ob->win[i].state = FAILED;
+                    ob->win[i].err = pae->Err;
+                    ob->win[i].code = pae->ErrCode;
+                }
+            }
+        }
+        pthread_mutex_unlock(&ob->mu);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static int connect_nats(bus_outbox *ob)
+{
+    natsOptions *opts = NULL;
+    natsStatus s = natsOptions_Create(&opts);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(opts, ob->nats_url);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(opts, ob->service);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(opts, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(opts, ob->retry_min_ms * 4);
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, ob);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(opts, on_disconnected, ob);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(opts, on_connected, ob);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(opts, on_closed, ob);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&ob->nc, opts);
+        if (s == NATS_NOT_YET_CONNECTED)
+            s = NATS_OK; /* connecting in the background */
+        else if (s == NATS_OK)
+            atomic_store(&ob->connected, true);
+    }
+    if (s == NATS_OK && ob->jetstream) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = ob->ack_wait_ms;
+        jo.PublishAsync.AckHandler = on_ack;
+        jo.PublishAsync.AckHandlerClosure = ob;
+        jo.PublishAsync.MaxPending = ob->window;
+        s = natsConnection_JetStream(&ob->js, ob->nc, &jo);
+    }
+    natsOptions_Destroy(opts);
+    if (s != NATS_OK) {
+        log_line(ob, "error", "cannot set up the NATS connection", natsStatus_GetText(s));
+        return BUS_NATS;
+    }
+    return BUS_OK;
+}
+
+/* Creates the stream AGENTMESH over agentmesh.events.> if it is missing. */
+static int ensure_stream(bus_outbox *ob)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode code = 0;
+    natsStatus s = js_GetStreamInfo(&si, ob->js, ob->stream_name, NULL, &code);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return BUS_OK;
+    }
+    if (s != NATS_NOT_FOUND && code != JSStreamNotFoundErr) {
+        log_line(ob, "warn", "JetStream not reachable yet", natsStatus_GetText(s));
+        return BUS_NATS;
+    }
+    jsStreamConfig cfg;
+    const char *subjects[] = {"agentmesh.events.>"};
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = ob->stream_name;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    s = js_AddStream(&si, ob->js, &cfg, NULL, &code);
+    if (s == NATS_OK || code == JSStreamNameExistErr) {
+        jsStreamInfo_Destroy(si);
+        log_line(ob, "info", "JetStream stream ready", ob->stream_name);
+        return BUS_OK;
+    }
+    log_line(ob, "warn", "cannot create the JetStream stream", natsStatus_GetText(s));
+    return BUS_NATS;
+}
+
+static void entry_clear(entry *e)
+{
+    es_event_free(e->ev);
+    free(e->json);
+    memset(e, 0, sizeof(*e));
+}
+
+/* Adds one committed event to the window, building its CloudEvent now so a
+ * permanent problem (unknown type, bad payload, too large) is known early. */
+static void window_add(bus_outbox *ob, es_event *ev)
+{
+    entry *e = &ob->win[ob->win_n];
+    memset(e, 0, sizeof(*e));
+    e->ev = ev;
+    bus_uuid_format(ev->id, e->id);
+    if (bus_subject(ob->service, ev, e->subject, sizeof(e->subject)) != BUS_OK) {
+        e->state = DEAD;
+        snprintf(e->reason, sizeof(e->reason), "no valid subject for stream/type");
+    } else {
+        int rc = bus_cloudevent_build(ob->service, ev, ob->hook, ob->hook_arg, &e->json, &e->json_len,
+                                      e->reason, sizeof(e->reason));
+        if (rc != BUS_OK)
+            e->state = DEAD;
+    }
+    if (e->state != DEAD && ob->nc != NULL) {
+        int64_t max = natsConnection_GetMaxPayload(ob->nc);
+        if (max > 0 && (int64_t)e->json_len + 1024 > max) {
+            e->state = DEAD;
+            snprintf(e->reason, sizeof(e->reason), "CloudEvent of %zu bytes exceeds the server's max_payload %lld",
+                     e->json_len, (long long)max);
+        }
+    }
+    pthread_mutex_lock(&ob->mu);
+    ob->win_n++;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+/* Fills the window from the subscription: waits up to wait_ms for the first
+ * event, then takes what is already committed. */
+static int window_fill(bus_outbox *ob, int wait_ms)
+{
+    while (ob->win_n < ob->window) {
+        es_event *ev = NULL;
+        int rc = es_sub_next(ob->sub, ob->win_n == 0 ? wait_ms : 0, &ev);
+        if (rc == ES_TIMEOUT)
+            return BUS_OK;
+        if (rc != ES_OK)
+            return rc == ES_CLOSED ? BUS_STATE : BUS_STORE;
+        window_add(ob, ev);
+    }
+    return BUS_OK;
+}
+
+static natsStatus make_msg(bus_outbox *ob, const entry *e, const char *subject, natsMsg **out)
+{
+    natsMsg *m = NULL;
+    char pos[24];
+    natsStatus s = natsMsg_Create(&m, subject, NULL, e->json, (int)e->json_len);
+    snprintf(pos, sizeof(pos), "%llu", (unsigned long long)e->ev->position);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Nats-Msg-Id", e->id);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "content-type", "application/cloudevents+json");
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "agentmesh-position", pos);
+    if (s == NATS_OK && bus_traceparent_valid(e->ev->traceparent, e->ev->traceparent_len))
+        s = natsMsgHeader_Set(m, "traceparent", e->ev->traceparent);
+    (void)ob;
+    if (s != NATS_OK) {
+        natsMsg_Destroy(m);
+        return s;
+    }
+    *out = m;
+    return NATS_OK;
+}
+
+/* Publishes every PENDING entry and waits for their outcomes. */
+static void window_publish(bus_outbox *ob)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = ob->ack_wait_ms;
+    po.ExpectStream = ob->stream_name;
+    bool core_sent = false;
+    /* Only this thread changes the window's length and sets PENDING; the ack
+     * handler turns PENDING into ACKED or FAILED. Snapshot under the lock. */
+    bool *todo = calloc(ob->win_n ? ob->win_n : 1, sizeof(bool));
+    if (todo == NULL)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    for (size_t i = 0; i < ob->win_n; i++)
+        todo[i] = ob->win[i].state == PENDING;
+    pthread_mutex_unlock(&ob->mu);
+    for (size_t i = 0; i < ob->win_n; i++) {
+        entry *e = &ob->win[i];
+        natsMsg *m = NULL;
+        if (!todo[i])
+            continue;
+        natsStatus s = make_msg(ob, e, e->subject, &m);
+        if (s == NATS_OK) {
+            if (ob->jetstream) {
+                po.MsgId = e->id;
+                s = js_PublishMsgAsync(ob->js, &m, &po);
+            } else {
+                s = natsConnection_PublishMsg(ob->nc, m);
+                core_sent = core_sent || s == NATS_OK;
+            }
+        }
+        natsMsg_Destroy(m);
+        if (s != NATS_OK) {
+            pthread_mutex_lock(&ob->mu);
+            if (e->state == PENDING) {
+                e->state = FAILED;
+                e->err = s;
+            }
+            pthread_mutex_unlock(&ob->mu);
+        }
+    }
+    if (ob->jetstream) {
+        jsPubOptions wo;
+        jsPubOptions_Init(&wo);
+        wo.MaxWait = ob->ack_wait_ms * 2;
+        if (js_PublishAsyncComplete(ob->js, &wo) != NATS_OK) {
+            natsMsgList pending;
+            if (js_PublishAsyncGetPendingList(&pending, ob->js) == NATS_OK)
+                natsMsgList_Destroy(&pending);
+        }
+        /* Anything still without an outcome timed out. */
+        pthread_mutex_lock(&ob->mu);
+        for (size_t i = 0; i < ob->win_n; i++)
+            if (ob->win[i].state == PENDING) {
+                ob->win[i].state = FAILED;
+                ob->win[i].err = NATS_TIMEOUT;
+            }
+        pthread_mutex_unlock(&ob->mu);
+    } else if (core_sent) {
+        natsStatus s = natsConnection_FlushTimeout(ob->nc, ob->ack_wait_ms);
+        pthread_mutex_lock(&ob->mu);
+        for (size_t i = 0; i < ob->win_n; i++)
+            if (ob->win[i].state == PENDING) {
+                ob->win[i].state = s == NATS_OK ? ACKED : FAILED;
+                ob->win[i].err = s;
+            }
+        pthread_mutex_unlock(&ob->mu);
+    }
+    free(todo);
+}
+
+/* Sends the dead-letter notice of an entry. NATS_OK once flushed. */
+static natsStatus dead_letter_send(bus_outbox *ob, const entry *e)
+{
+    char subject[160], body[1024], pos[24];
+    int n = snprintf(body, sizeof(body),
+                     "{\"id\":\"%s\",\"sequence\":\"%llu\",\"source\":\"agentmesh/%s\",\"type\":\"%.200s\","
+                     "\"subject\":\"%.200s\",\"reason\":\"",
+                     e->id, (unsigned long long)e->ev->position, ob->service, e->ev->type, e->ev->stream);
+    for (const char *p = e->reason; *p && n > 0 && (size_t)n + 4 < sizeof(body); p++)
+        body[n++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p;
+    if (n < 0 || (size_t)n + 3 > sizeof(body))
+        return NATS_ERR;
+    memcpy(body + n, "\"}", 3);
+    snprintf(subject, sizeof(subject), "agentmesh.deadletter.%s", ob->service);
+    snprintf(pos, sizeof(pos), "%llu", (unsigned long long)e->ev->position);
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subject, NULL, body, (int)strlen(body));
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Nats-Msg-Id", e->id);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "agentmesh-position", pos);
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(ob->nc, m);
+    natsMsg_Destroy(m);
+    if (s == NATS_OK)
+        s = natsConnection_FlushTimeout(ob->nc, ob->ack_wait_ms);
+    return s;
+}
+
+struct commit_arg {
+    bus_outbox *ob;
+    size_t n;            /* entries of the prefix */
+};
+
+/* Write callback: the checkpoint and the dead-letter records of the prefix. */
+static int commit_prefix(es_txn *txn, const es_append_result *appended, void *arg)
+{
+    (void)appended;
+    struct commit_arg *ca = arg;
+    bus_outbox *ob = ca->ob;
+    for (size_t i = 0; i < ca->n; i++) {
+        const entry *e = &ob->win[i];
+        if (e->state != DEAD)
+            continue;
+        uint8_t key[8];
+        for (int b = 0; b < 8; b++)
+            key[b] = (uint8_t)(e->ev->position >> (56 - 8 * b));
+        int rc = es_kv_put(txn, BUS_DEADLETTER_NS, key, sizeof(key), e->reason, strlen(e->reason));
+        if (rc != ES_OK)
+            return rc;
+    }
+    return es_checkpoint_put(txn, ob->checkpoint_name, ob->win[ca->n - 1].ev->position);
+}
+
+static bool transient(const entry *e)
+{
+    /* A JetStream API error is the server refusing this message; anything
+     * else (timeouts, no responders, connection trouble) may pass later. */
+    if (e->err == NATS_MAX_PAYLOAD)
+        return false;
+    return e->code == 0 || e->code == JSStreamNotFoundErr;
+}
+
+/* Moves the window's acknowledged (or dead) prefix into the checkpoint,
+ * classifies the first failure, and returns whether a retry must wait. */
+static bool window_settle(bus_outbox *ob)
+{
+    size_t n = 0;
+    bool must_wait = false;
+    pthread_mutex_lock(&ob->mu);
+    for (; n < ob->win_n; n++) {
+        entry *e = &ob->win[n];
+        if (e->state == ACKED || e->state == DEAD)
+            continue;
+        if (e->state == FAILED) {
+            if (!transient(e) && ++e->attempts >= ob->max_attempts) {
+                e->state = DEAD;
+                snprintf(e->reason, sizeof(e->reason), "refused by JetStream %u times (error %d: %s)",
+                         e->attempts, (int)e->code, natsStatus_GetText(e->err));
+                continue;
+            }
+            if (e->code == JSStreamNotFoundErr)
+                ob->stream_ready = false;
+            must_wait = true;
+        }
+        break;
+    }
+    /* Failures after the first are re-sent with it; what was acknowledged
+     * stays so (JetStream holds it), and the prefix passes it later. */
+    for (size_t i = n; i < ob->win_n; i++)
+        if (ob->win[i].state == FAILED)
+            ob->win[i].state = PENDING;
+    pthread_mutex_unlock(&ob->mu);
+
+    /* Dead letters go out before the checkpoint passes them. */
+    size_t ok = 0;
+    for (; ok < n; ok++) {
+        if (ob->win[ok].state == DEAD && dead_letter_send(ob, &ob->win[ok]) != NATS_OK) {
+            must_wait = true;
+            break;
+        }
+    }
+    if (ok == 0)
+        return must_wait;
+    struct commit_arg ca = {ob, ok};
+    int rc = es_write(ob->store, commit_prefix, &ca);
+    if (rc != ES_OK) {
+        log_line(ob, "error", "cannot record the outbox checkpoint", es_strerror(rc));
+        return true;
+    }
+    uint64_t dead = 0;
+    for (size_t i = 0; i < ok; i++) {
+        if (ob->win[i].state == DEAD) {
+            dead++;
+            log_line(ob, "error", "event dead-lettered", ob->win[i].reason);
+        }
+    }
+    atomic_store(&ob->checkpoint, ob->win[ok - 1].ev->position);
+    atomic_fetch_add(&ob->published, ok - dead);
+    atomic_fetch_add(&ob->dead_lettered, dead);
+    if (ob->m_published)
+        metrics_counter_add(ob->m_published, NULL, (double)(ok - dead));
+    if (ob->m_dead && dead)
+        metrics_counter_add(ob->m_dead, NULL, (double)dead);
+    pthread_mutex_lock(&ob->mu);
+    for (size_t i = 0; i < ok; i++)
+        entry_clear(&ob->win[i]);
+    memmove(ob->win, ob->win + ok, (ob->win_n - ok) * sizeof(entry));
+    ob->win_n -= ok;
+    pthread_mutex_unlock(&ob->mu);
+    return must_wait;
+}
+
+static void update_backlog(bus_outbox *ob)
+{
+    es_stats st;
+    if (ob->m_backlog && es_stats_get(ob->store, &st) == ES_OK) {
+        uint64_t cp = atomic_load(&ob->checkpoint);
+        metrics_gauge_set(ob->m_backlog, NULL, st.last_position > cp ? (double)(st.last_position - cp) : 0);
+    }
+}
+
+static void *relay(void *arg)
+{
+    bus_outbox *ob = arg;
+    int64_t backoff = ob->retry_min_ms;
+    for (;;) {
+        if (stop_now(ob))
+            break;
+        if (window_fill(ob, stopping(ob) ? 0 : 200) == BUS_STATE)
+            break;
+        update_backlog(ob);
+        if (ob->win_n == 0) {
+            if (stopping(ob))
+                break; /* everything committed is published */
+            continue;
+        }
+        bool ready = atomic_load(&ob->connected);
+        if (ready && ob->jetstream && !ob->stream_ready)
+            ready = ob->stream_ready = ensure_stream(ob) == BUS_OK;
+        bool any_live = false;
+        pthread_mutex_lock(&ob->mu);
+        for (size_t i = 0; i < ob->win_n; i++)
+            any_live = any_live || ob->win[i].state == PENDING;
+        pthread_mutex_unlock(&ob->mu);
+        if (!ready && any_live) {
+            nap(ob, backoff);
+            backoff = backoff * 2 > ob->retry_max_ms ? ob->retry_max_ms : backoff * 2;
+            continue;
+        }
+        if (any_live)
+            window_publish(ob);
+        if (window_settle(ob)) {
+            atomic_fetch_add(&ob->failures, 1);
+            if (ob->m_failures)
+                metrics_counter_add(ob->m_failures, NULL, 1);
+            nap(ob, backoff);
+            backoff = backoff * 2 > ob->retry_max_ms ? ob->retry_max_ms : backoff * 2;
+        } else {
+            backoff = ob->retry_min_ms;
+        }
+    }
+    return NULL;
+}
+
+static int read_checkpoint(es_store *store, const char *name, uint64_t *pos)
+{
+    es_txn *txn = NULL;
+    int rc = es_txn_begin(store, &txn);
+    if (rc != ES_OK)
+        return rc;
+    rc = es_checkpoint_get(txn, name, pos);
+    if (rc == ES_NOT_FOUND) {
+        *pos = 0;
+        rc = ES_OK;
+    }
+    es_txn_end(txn);
+    return rc;
+}
+
+int bus_outbox_start(es_store *store, const bus_outbox_options *opts, bus_outbox **out)
+{
+    bus_outbox_options dflt;
+    bus_outbox *ob = NULL;
+    uint64_t cp = 0;
+    int rc;
+
+    if (store == NULL || out == NULL || opts == NULL || opts->service == NULL || opts->service[0] == '\0')
+        return BUS_INVALID;
+    bus_outbox_options_init(&dflt);
+    ob = calloc(1, sizeof(*ob));
+    if (ob == NULL)
+        return BUS_NOMEM;
+    ob->store = store;
+    ob->nats_url = dup_or(opts->nats_url, dflt.nats_url);
+    ob->service = dup_or(opts->service, "");
+    ob->stream_name = dup_or(opts->stream_name, dflt.stream_name);
+    ob->checkpoint_name = dup_or(opts->checkpoint_name, dflt.checkpoint_name);
+    ob->jetstream = opts->jetstream;
+    ob->window = opts->window ? opts->window : dflt.window;
+    ob->ack_wait_ms = opts->ack_wait_ms > 0 ? opts->ack_wait_ms : dflt.ack_wait_ms;
+    ob->retry_min_ms = opts->retry_min_ms > 0 ? opts->retry_min_ms : dflt.retry_min_ms;
+    ob->retry_max_ms = opts->retry_max_ms > 0 ? opts->retry_max_ms : dflt.retry_max_ms;
+    ob->max_attempts = opts->max_attempts ? opts->max_attempts : dflt.max_attempts;
+    ob->hook = opts->payload_hook;
+    ob->hook_arg = opts->payload_hook_arg;
+    pthread_mutex_init(&ob->mu, NULL);
+    pthread_cond_init(&ob->wake, NULL);
+    if (!ob->nats_url || !ob->service || !ob->stream_name || !ob->checkpoint_name) {
+        rc = BUS_NOMEM;
+        goto out;
+    }
+    ob->win = calloc(ob->window, sizeof(entry));
+    if (ob->win == NULL) {
+        rc = BUS_NOMEM;
+        goto out;
+    }
+    if (opts->metrics != NULL) {
+        metrics_counter_create(opts->metrics, "agentmesh_outbox_published_total",
+                               "Events published on NATS and acknowledged.", NULL, 0, &ob->m_published);
+        metrics_counter_create(opts->metrics, "agentmesh_outbox_dead_lettered_total",
+                               "Events that could never be published.", NULL, 0, &ob->m_dead);
+        metrics_counter_create(opts->metrics, "agentmesh_outbox_publish_failures_total",
+                               "Windows that failed and were retried.", NULL, 0, &ob->m_failures);
+        metrics_gauge_create(opts->metrics, "agentmesh_outbox_backlog",
+                             "Committed events not yet published.", NULL, 0, &ob->m_backlog);
+    }
+    if (read_checkpoint(store, ob->checkpoint_name, &cp) != ES_OK) {
+        rc = BUS_STORE;
+        goto out;
+    }
+    atomic_store(&ob->checkpoint, cp);
+    if (es_sub_open(store, cp, NULL, &ob->sub) != ES_OK) {
+        rc = BUS_STORE;
+        goto out;
+    }
+    if ((rc = connect_nats(ob)) != BUS_OK)
+        goto out;
+    if (pthread_create(&ob->thread, NULL, relay, ob) != 0) {
+        rc = BUS_NOMEM;
+        goto out;
+    }
+    *out = ob;
+    return BUS_OK;
+out:
+    jsCtx_Destroy(ob->js);
+    close_nats(ob);
+    natsConnection_Destroy(ob->nc);
+    es_sub_destroy(ob->sub);
+    free(ob->win);
+    free(ob->nats_url);
+    free(ob->service);
+    free(ob->stream_name);
+    free(ob->checkpoint_name);
+    pthread_mutex_destroy(&ob->mu);
+    pthread_cond_destroy(&ob->wake);
+    free(ob);
+    return rc;
+}
+
+void bus_outbox_stop(bus_outbox *ob, int64_t flush_ms)
+{
+    if (ob == NULL)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    ob->stopping = true;
+    ob->flush_deadline = flush_ms < 0 ? -1 : now_ms() + flush_ms;
+    pthread_cond_broadcast(&ob->wake);
+    pthread_mutex_unlock(&ob->mu);
+    if (flush_ms == 0)
+        es_sub_cancel(ob->sub);
+    pthread_join(ob->thread, NULL);
+    for (size_t i = 0; i < ob->win_n; i++)
+        entry_clear(&ob->win[i]);
+    if (ob->js != NULL) {
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, ob->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+    }
+    jsCtx_Destroy(ob->js);
+    close_nats(ob);
+    natsConnection_Destroy(ob->nc);
+    es_sub_destroy(ob->sub);
+    free(ob->win);
+    free(ob->nats_url);
+    free(ob->service);
+    free(ob->stream_name);
+    free(ob->checkpoint_name);
+    pthread_mutex_destroy(&ob->mu);
+    pthread_cond_destroy(&ob->wake);
+    free(ob);
+}
+
+int bus_outbox_stats_get(bus_outbox *ob, bus_outbox_stats *out)
+{
+    es_stats st;
+    if (es_stats_get(ob->store, &st) != ES_OK)
+        return BUS_STORE;
+    out->checkpoint = atomic_load(&ob->checkpoint);
+    out->last_position = st.last_position;
+    out->published = atomic_load(&ob->published);
+    out->dead_lettered = atomic_load(&ob->dead_lettered);
+    out->publish_failures = atomic_load(&ob->failures);
+    out->connected = atomic_load(&ob->connected);
+    return BUS_OK;
+}

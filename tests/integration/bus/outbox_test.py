@@ -1,0 +1,192 @@
+"""The outbox relay against a real nats-server, checked by an independent
+client (Node's `nats`): CloudEvents shape and headers, position order,
+dead letters, NATS killed and restarted mid-stream, the relay killed and
+restarted mid-publication, and JetStream switched off.
+
+usage: outbox_test.py OUTBOX_DEMO"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+from agentmesh_testlib import poll_until
+from nats_testlib import NatsServer, NodeSubscriber, node_tool
+
+DEMO = os.path.abspath(sys.argv[1])
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+class Demo:
+    """outbox_demo in the background; its stdout lines are collected."""
+
+    def __init__(self, data, url, *args):
+        self.lines = []
+        self.proc = subprocess.Popen([DEMO, "--data", data, "--nats", url] + list(args),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def appended(self):
+        return [l["appended"] for l in self.lines if "appended" in l]
+
+    def wait(self, timeout=180):
+        rc = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return rc, (self.lines[-1] if self.lines else {})
+
+    def stderr(self):
+        return self.proc.stderr.read().decode(errors="replace")
+
+
+def check_cloudevent(msg):
+    """One NATS message is a CloudEvents 1.0 event with the right headers."""
+    ce = msg["json"]
+    assert ce["specversion"] == "1.0", ce
+    assert UUID.match(ce["id"]), ce
+    assert ce["source"] == "agentmesh/test", ce
+    assert ce["type"] in ("agentmesh.v1.TaskSubmitted", "agentmesh.v1.AgentWentOnline"), ce
+    assert TIME.match(ce["time"]), ce["time"]
+    assert ce["datacontenttype"] == "application/json", ce
+    assert ce["traceparent"] == TRACEPARENT, ce
+    assert ce["sequence"].isdigit() and ce["streamversion"].isdigit(), ce
+    category = ce["subject"].split("-", 1)[0]
+    short = ce["type"].rsplit(".", 1)[1]
+    assert msg["subject"] == "agentmesh.events.test.%s.%s" % (category, short), msg["subject"]
+    h = msg["headers"]
+    assert h["Nats-Msg-Id"] == ce["id"], h
+    assert h["traceparent"] == TRACEPARENT, h
+    assert h["content-type"] == "application/cloudevents+json", h
+    if short == "TaskSubmitted":
+        assert ce["data"]["taskId"] == ce["subject"][len("task-"):], ce
+        assert json.loads(ce["data"]["input"])["n"] == int(ce["sequence"]), ce
+    else:
+        assert ce["data"]["agentId"] == ce["subject"][len("agent-"):], ce
+        assert ce["data"]["atUnixNano"] == ce["sequence"], ce  # int64 as a string
+    return int(ce["sequence"])
+
+
+def check_stream(url, expected_positions):
+    """The JetStream stream holds each expected position once, in order;
+    a duplicate may only repeat an earlier message exactly."""
+    msgs = node_tool("read-stream", url, "AGENTMESH")
+    seen = {}
+    order = []
+    for m in msgs:
+        pos = check_cloudevent(m)
+        if m["headers"]["Nats-Msg-Id"] in seen:
+            assert seen[m["headers"]["Nats-Msg-Id"]] == m["json"], "duplicate with other content"
+            continue
+        seen[m["headers"]["Nats-Msg-Id"]] = m["json"]
+        order.append(pos)
+    assert order == sorted(order), "stream out of position order"
+    assert order == list(expected_positions), (
+        "stream positions differ: missing %s, extra %s"
+        % (sorted(set(expected_positions) - set(order))[:10], sorted(set(order) - set(expected_positions))[:10]))
+    return len(msgs)
+
+
+def test_live_cloudevents():
+    with NatsServer() as nats:
+        data = tempfile.mkdtemp()
+        sub = NodeSubscriber(nats.url, "agentmesh.events.>", 300, 60000)
+        demo = Demo(data, nats.url, "--events", "300", "--wait", "60")
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        assert stats["checkpoint"] == 300 and stats["published"] == 300, stats
+        got = sub.messages()
+        assert len(got) == 300, len(got)
+        positions = [check_cloudevent(m) for m in got]
+        assert positions == list(range(1, 301)), positions[:20]
+        check_stream(nats.url, range(1, 301))
+    print("live: 300 CloudEvents in position order with headers")
+
+
+def test_dead_letter():
+    with NatsServer() as nats:
+        data = tempfile.mkdtemp()
+        sub = NodeSubscriber(nats.url, "agentmesh.deadletter.test", 1, 60000)
+        demo = Demo(data, nats.url, "--events", "50", "--unknown-at", "10", "--wait", "60")
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        assert stats["dead_lettered"] == 1 and stats["published"] == 49, stats
+        dl = sub.messages()
+        assert len(dl) == 1, dl
+        note = dl[0]["json"]
+        assert note["sequence"] == "10" and "NoSuchEvent" in note["reason"], note
+        assert dl[0]["headers"]["Nats-Msg-Id"] == note["id"]
+        check_stream(nats.url, [p for p in range(1, 51) if p != 10])
+    print("dead letter: the unpublishable event is reported, the rest flows")
+
+
+def test_nats_outage():
+    nats = NatsServer().start()
+    try:
+        data = tempfile.mkdtemp()
+        demo = Demo(data, nats.url, "--events", "3000", "--pace-us", "300", "--wait", "120")
+        poll_until(lambda: len(demo.appended()) >= 500, 60, what="500 appends")
+        nats.kill()
+        down_at = len(demo.appended())
+        # Commands (appends) go on while NATS is down.
+        poll_until(lambda: len(demo.appended()) >= down_at + 1000, 60, what="appends while NATS is down")
+        nats.start()
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        assert stats["checkpoint"] == 3000, stats
+        total = check_stream(nats.url, range(1, 3001))
+    finally:
+        nats.kill()
+    print("outage: NATS killed after %d appends, restarted; 3000 events, %d stored messages, in order"
+          % (down_at, total))
+
+
+def test_relay_killed():
+    with NatsServer() as nats:
+        data = tempfile.mkdtemp()
+        demo = Demo(data, nats.url, "--events", "2000", "--wait", "120")
+        poll_until(lambda: len(demo.appended()) >= 1000, 60, what="1000 appends")
+        demo.proc.send_signal(signal.SIGKILL)
+        demo.wait()
+        acked = demo.appended()
+        again = Demo(data, nats.url, "--events", "0", "--wait", "120")
+        rc, stats = again.wait()
+        assert rc == 0, again.stderr()
+        last = stats["last_position"]
+        assert last >= acked[-1], (last, acked[-1])
+        check_stream(nats.url, range(1, last + 1))
+    print("relay killed after %d acknowledged appends: all %d published once, in order" % (len(acked), last))
+
+
+def test_core_nats():
+    with NatsServer(jetstream=False) as nats:
+        data = tempfile.mkdtemp()
+        sub = NodeSubscriber(nats.url, "agentmesh.events.>", 100, 60000)
+        demo = Demo(data, nats.url, "--core", "--events", "100", "--wait", "60")
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        got = sub.messages()
+        assert [check_cloudevent(m) for m in got] == list(range(1, 101))
+    print("core NATS: 100 CloudEvents in order without JetStream")
+
+
+if __name__ == "__main__":
+    tests = [test_live_cloudevents, test_dead_letter, test_nats_outage, test_relay_killed, test_core_nats]
+    failed = 0
+    for t in tests:
+        try:
+            t()
+        except Exception as e:  # noqa: BLE001 - report every scenario
+            failed += 1
+            print("FAIL %s: %r" % (t.__name__, e))
+    print("%d passed, %d failed" % (len(tests) - failed, failed))
+    sys.exit(1 if failed else 0)
