@@ -336,7 +336,7 @@ static int apply(batch *b, es__req *r)
     MDB_txn *child = NULL, *txn = b->txn;
     uint64_t save_pos = b->pos;
     uint8_t save_hash[ES_HASH_SIZE];
-    int rc;
+    int rc = ES_OK;
 
     memset(&r->res, 0, sizeof r->res);
     if (r->fn) {

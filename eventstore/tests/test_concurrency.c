@@ -78,7 +78,7 @@ int main(void)
 {
     char dir[512];
     tu_tmpdir(dir, sizeof dir, "conc");
-    per_thread = tu_scale(10000, 3000, 500);
+    per_thread = tu_scale(10000, 3000, 1000);
     es_options o = tu_options();
     CHECK_OK(es_open(dir, &o, &store));
     double t0 = tu_now();
