@@ -547,7 +547,14 @@ static int apply_task(am_state *st, const char *id, const es_event *ev)
     /* Ghosts and new tasks may not be PENDING before their first event. */
     bool was_pending = !t->ghost && !created && t->state == AM_TASK_PENDING;
     am_agent *old = created ? NULL : load_agent(st, t);
-    if ((rc = am_task_apply(t, ev, &changed)) || !changed) {
+    /* The index borrows the key string, which the fold may replace. */
+    bool indexed = t->idem_key && am_map_get(st->idem, t->idem_key) == t;
+    if (indexed)
+        am_map_del(st->idem, t->idem_key);
+    rc = am_task_apply(t, ev, &changed);
+    if (indexed && t->idem_key && am_map_put(st->idem, t->idem_key, t))
+        rc = -1;
+    if (rc || !changed) {
         if (created)
             am_task_free(t);
         return rc;
