@@ -12,11 +12,12 @@
 
 int es__hasher_init(es__hasher *h, const void *key, size_t key_len)
 {
+    int rc = ES_NOMEM;
     memset(h, 0, sizeof *h);
     h->md = EVP_MD_CTX_new();
     h->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (!h->md || !h->sha256)
-        goto fail;
+        goto out;
     if (key && key_len) {
         OSSL_PARAM params[2];
         params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
@@ -25,13 +26,14 @@ int es__hasher_init(es__hasher *h, const void *key, size_t key_len)
         h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
         if (!h->mac || !(h->mac_tmpl = EVP_MAC_CTX_new(h->mac)) ||
             !EVP_MAC_init(h->mac_tmpl, key, key_len, params))
-            goto fail;
+            goto out;
         h->keyed = true;
     }
-    return ES_OK;
-fail:
-    es__hasher_free(h);
-    return ES_NOMEM;
+    rc = ES_OK;
+out:
+    if (rc)
+        es__hasher_free(h);
+    return rc;
 }
 
 void es__hasher_free(es__hasher *h)

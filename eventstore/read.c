@@ -73,9 +73,11 @@ int es_read_stream(es_txn *t, const char *stream, uint64_t from_version,
     uint64_t v;
     if (dir == ES_FORWARD) {
         if (from_version > last) {
+            /* Past the end: an empty page that says so. */
             pg.next = from_version;
             pg.end_of_stream = 1;
-            goto done;
+            *page = pg;
+            return ES_OK;
         }
         v = from_version;
     } else {
@@ -120,7 +122,6 @@ int es_read_stream(es_txn *t, const char *stream, uint64_t from_version,
         pg.next = v == 0 ? 0 : v - 1;
         pg.end_of_stream = v == 0;
     }
-done:
     *page = pg;
 out:
     if (cur)

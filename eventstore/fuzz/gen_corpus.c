@@ -98,6 +98,17 @@ static int dump(const char *store, const char *out, const char *tag)
     return n ? 0 : -1;
 }
 
+/* Remove a scratch store directory (data.mdb, lock.mdb). */
+static void remove_store(const char *dir)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     char tmp[] = "/tmp/es-corpus-XXXXXX", plain[64], keyed[64];
@@ -105,9 +116,11 @@ int main(int argc, char **argv)
         return 2;
     snprintf(plain, sizeof plain, "%s/plain", tmp);
     snprintf(keyed, sizeof keyed, "%s/keyed", tmp);
-    if (build(plain, NULL) || build(keyed, "corpus-key") ||
-        dump(plain, argv[1], "plain") || dump(keyed, argv[1], "keyed"))
-        return 1;
-    write_file(argv[1], "empty", "", 0);
-    return 0;
+    int rc = build(plain, NULL) || build(keyed, "corpus-key") ||
+             dump(plain, argv[1], "plain") || dump(keyed, argv[1], "keyed") ||
+             write_file(argv[1], "empty", "", 0);
+    remove_store(plain);
+    remove_store(keyed);
+    rmdir(tmp);
+    return rc ? 1 : 0;
 }
