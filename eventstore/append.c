@@ -12,10 +12,12 @@
 /* Most requests and bytes in one group commit: bounds the dirty pages of a
  * transaction far below LMDB's limit. */
 #define BATCH_MAX_REQS 1024
-#define BATCH_MAX_BYTES ((size_t)64 << 20)
+#define BATCH_MAX_BYTES ES_APPEND_SIZE_MAX
 /* Idle writer: reclaim stale reader slots this often. */
 #define READER_CHECK_S 10
 #define READER_CHECK_COMMITS 4096
+/* A request's status before the writer reached it. */
+#define NOT_APPLIED (-1)
 
 typedef struct es__req {
     struct es__req *next;
@@ -87,6 +89,9 @@ static int validate(es_store *s, es__req *r)
             return ES_INVALID;
         r->bytes += sz;
     }
+    /* One request must fit one group commit. */
+    if (r->bytes > BATCH_MAX_BYTES)
+        return ES_INVALID;
     if (r->n == 1)
         return ES_OK;
     if (!(ids = malloc(r->n * sizeof *ids)))
@@ -204,6 +209,8 @@ static int check_retry(batch *b, es__req *r, const uint64_t *found,
         es_event ev;
         es__put_u64(key, found[i]);
         int rc = mdb_get(b->txn, dbs->events, &k, &d);
+        if (rc == MDB_NOTFOUND)
+            return ES_CORRUPT;
         if (rc)
             return put_failed(b, rc);
         if (es_record_decode(d.mv_data, d.mv_size, &ev))
@@ -405,6 +412,8 @@ static void run_batch(es_store *s, es__req *list)
                 r->status = es__status_from_mdb(rc);
             return;
         }
+        for (es__req *r = list; r; r = r->next)
+            r->status = NOT_APPLIED;
         for (es__req *r = list; r && !b.fatal; r = r->next)
             r->status = apply(&b, r);
         if (!b.fatal && b.pos != s->last_pos)
@@ -418,8 +427,11 @@ static void run_batch(es_store *s, es__req *list)
         if (b.fatal == ES_MAP_FULL && es__grow_map(s) == ES_OK)
             continue;
         if (b.fatal) {
+            /* A request that failed on its own keeps its answer: it did not
+             * depend on the commit. */
             for (es__req *r = list; r; r = r->next)
-                r->status = b.fatal;
+                if (r->status == ES_OK || r->status == NOT_APPLIED)
+                    r->status = b.fatal;
             return;
         }
         pthread_mutex_lock(&s->mu);

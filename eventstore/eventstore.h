@@ -78,6 +78,7 @@ int es_status_grpc_code(int status);
 #define ES_EVENT_SIZE_HARD_MAX (8u << 20) /* NATS' largest recommended payload */
 #define ES_EVENTS_PER_APPEND_DEFAULT 1000u
 #define ES_EVENTS_PER_APPEND_HARD_MAX 10000u
+#define ES_APPEND_SIZE_MAX ((size_t)64 << 20) /* all events of one append */
 #define ES_PAGE_MAX 10000u           /* largest read page */
 #define ES_NS_MAX 64                 /* caller key namespace name */
 #define ES_KEY_MAX 400               /* caller key, bytes (LMDB's key limit less
@@ -322,8 +323,8 @@ typedef int (*es_txn_fn)(es_txn *txn, const es_append_result *appended,
  *  ES_DUPLICATE_ID  all ids are stored but elsewhere (another stream or not
  *      consecutive): a different append reused them (nothing written).
  *  ES_INVALID  bad stream name or type, n == 0 or above the per-append limit,
- *      an event above max_event_size, a metadata string above ES_META_MAX,
- *      the same id twice in the batch.
+ *      an event above max_event_size, all events above ES_APPEND_SIZE_MAX,
+ *      a metadata string above ES_META_MAX, the same id twice in the batch.
  *  ES_MAP_FULL  the map is full and may not (or cannot now) grow;
  *  ES_NO_SPACE  the disk is full. Nothing committed is lost in either case.
  *  ES_READONLY, ES_CLOSED, ES_IO, ES_NOMEM.
