@@ -55,6 +55,7 @@ static bool token_matches(const rpc_server *srv, const char *token)
 }
 
 static void close_done(rpc__tag *tag, bool ok);
+static void status_done(rpc__tag *tag, bool ok);
 
 int rpc__call_create(rpc_server *srv, const rpc__method *m, grpc_call *gcall,
                      grpc_metadata_array *md, gpr_timespec deadline,
@@ -70,7 +71,10 @@ int rpc__call_create(rpc_server *srv, const rpc__method *m, grpc_call *gcall,
     c->m = m;
     c->call = gcall;
     c->refs = 1; /* the handler's (or the runtime's decision's) reference */
-    c->close_tag.done = close_done;
+    atomic_init(&c->close_tag.done, close_done);
+    atomic_init(&c->status_tag.done, status_done);
+    atomic_init(&c->send_tag.done, rpc__stream_send_done);
+    atomic_init(&c->recv_tag.done, rpc__stream_recv_done);
     clock_gettime(CLOCK_MONOTONIC, &c->started);
     c->deadline = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
     c->method_name = strdup(method_name);
@@ -337,7 +341,6 @@ void rpc__call_finish_locked(rpc_call *c)
     ops[n].data.send_status_from_server.trailing_metadata_count = c->ntrailing;
     n++;
     rpc__record(c, c->code);
-    c->status_tag.done = status_done;
     c->refs++;
     if (grpc_call_start_batch(c->call, ops, n, &c->status_tag, NULL) !=
         GRPC_CALL_OK) {

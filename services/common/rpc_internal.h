@@ -20,9 +20,13 @@
 #include "services/common/metrics.h"
 #include "services/common/rpc.h"
 
-/* Every completion-queue tag starts with this: the CQ thread calls done(). */
+/* Every completion-queue tag starts with this: the CQ thread calls done().
+ * The pointer is set once before the tag is first used and read atomically,
+ * because the hand-off through the gRPC core is invisible to TSan. */
+struct rpc__tag;
+typedef void (*rpc__tag_fn)(struct rpc__tag *tag, bool ok);
 typedef struct rpc__tag {
-    void (*done)(struct rpc__tag *tag, bool ok);
+    _Atomic(rpc__tag_fn) done;
 } rpc__tag;
 
 /* A handler that runs on the completion-queue thread when the call arrives,
@@ -199,6 +203,9 @@ void rpc__call_handler_returned(rpc_call *c);
 int rpc__stream_push_latest(rpc_call *c, uint8_t *data, size_t len);
 /* With mu held: starts sending the head of the queue if nothing is in flight. */
 void rpc__stream_kick_locked(rpc_call *c);
+/* Completion callbacks of a stream's send and receive batches. */
+void rpc__stream_send_done(rpc__tag *tag, bool ok);
+void rpc__stream_recv_done(rpc__tag *tag, bool ok);
 grpc_byte_buffer *rpc__buffer_take(uint8_t *data, size_t len);
 int rpc__buffer_read(grpc_byte_buffer *bb, grpc_slice *out);
 

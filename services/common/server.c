@@ -248,7 +248,7 @@ static struct request *request_new(rpc_server *srv, const rpc__method *m)
     struct request *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    r->tag.done = request_done;
+    atomic_init(&r->tag.done, request_done);
     r->srv = srv;
     r->m = m;
     return r;
@@ -417,7 +417,8 @@ static void *cq_loop(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         rpc__tag *t = ev.tag;
-        t->done(t, ev.success != 0);
+        rpc__tag_fn fn = atomic_load_explicit(&t->done, memory_order_acquire);
+        fn(t, ev.success != 0);
     }
     return NULL;
 }
@@ -646,8 +647,10 @@ void rpc_server_destroy(rpc_server *srv)
             do {
                 ev = grpc_completion_queue_next(
                     srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-                if (ev.type == GRPC_OP_COMPLETE)
-                    ((rpc__tag *)ev.tag)->done(ev.tag, false);
+                if (ev.type == GRPC_OP_COMPLETE) {
+                    rpc__tag *t = ev.tag;
+                    atomic_load(&t->done)(t, false);
+                }
             } while (ev.type != GRPC_QUEUE_SHUTDOWN);
         }
         grpc_completion_queue_destroy(srv->cq);

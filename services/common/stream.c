@@ -27,7 +27,7 @@ int rpc__buffer_read(grpc_byte_buffer *bb, grpc_slice *out)
     return RPC_OK;
 }
 
-static void send_done(rpc__tag *tag, bool ok)
+void rpc__stream_send_done(rpc__tag *tag, bool ok)
 {
     rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, send_tag));
     if (!ok)
@@ -62,7 +62,6 @@ void rpc__stream_kick_locked(rpc_call *c)
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = c->sending;
     n++;
-    c->send_tag.done = send_done;
     c->send_in_flight = true;
     c->refs++;
     if (grpc_call_start_batch(c->call, ops, n, &c->send_tag, NULL) !=
@@ -198,7 +197,7 @@ int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg)
     return rc;
 }
 
-static void recv_done(rpc__tag *tag, bool ok)
+void rpc__stream_recv_done(rpc__tag *tag, bool ok)
 {
     rpc_call *c = (rpc_call *)((char *)tag - offsetof(rpc_call, recv_tag));
     pthread_mutex_lock(&c->mu);
@@ -226,7 +225,6 @@ int rpc_call_recv(rpc_call *call, ProtobufCMessage **msg)
         memset(&op, 0, sizeof op);
         op.op = GRPC_OP_RECV_MESSAGE;
         op.data.recv_message.recv_message = &call->recv_buf;
-        call->recv_tag.done = recv_done;
         call->recv_in_flight = true;
         call->refs++;
         if (grpc_call_start_batch(call->call, &op, 1, &call->recv_tag, NULL) !=

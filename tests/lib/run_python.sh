@@ -6,6 +6,12 @@
 set -eu
 script="$1"
 shift
+# Under TSan, the runtime's suppressions cover the uninstrumented gRPC
+# libraries of the servers the test starts.
+if [ "${AGENTMESH_SANITIZER:-}" = tsan ] && [ -f services/common/tsan.supp ]; then
+    TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$(pwd)/services/common/tsan.supp"
+    export TSAN_OPTIONS
+fi
 PYTHONPATH="$(pwd)/tests/lib${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH
 export PYTHONDONTWRITEBYTECODE=1
