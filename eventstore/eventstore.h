@@ -127,8 +127,9 @@ typedef struct es_options {
     unsigned max_subscriptions;  /* default 1024 */
     unsigned flags;              /* ES_OPT_* */
     const void *chain_key;       /* HMAC-SHA256 key for the hash chain, or NULL
-                                    for plain SHA-256. Borrowed during es_open
-                                    (copied). */
+                                    for plain SHA-256; at most 4096 bytes.
+                                    Borrowed during es_open (copied). A new
+                                    store given a key is keyed for good. */
     size_t chain_key_len;
 } es_options;
 
@@ -209,9 +210,11 @@ typedef struct es_store es_store;
 /* Open (creating if needed) the store in directory `path` (created if
  * missing). opts may be NULL for the defaults. Reclaims stale reader slots.
  * On *out the caller owns the store; close with es_close.
- * Errors: ES_INVALID (bad options or path), ES_BAD_KEY (the chain is keyed and
- * opts has no key or another key — for a writable open), ES_CORRUPT (not an
- * event store), ES_IO, ES_NOMEM, ES_MAP_FULL.
+ * Errors: ES_INVALID (bad options or path), ES_NOT_FOUND (ES_OPT_RDONLY and
+ * no store there), ES_BAD_KEY (the chain is keyed and opts has no key or
+ * another key — a read-only open without a key is allowed; or a key is given
+ * for a store whose chain is not keyed), ES_CORRUPT (not an event store),
+ * ES_IO, ES_NOMEM, ES_MAP_FULL.
  * Thread-safe; one open per path per process (an LMDB rule). */
 int es_open(const char *path, const es_options *opts, es_store **out);
 
@@ -248,7 +251,9 @@ int es_stats_get(es_store *store, es_stats *out);
 
 /* Hot, compacting copy of the whole store into directory `dest_dir` (created
  * if missing, must not hold a store) while appends go on (mdb_env_copy2 with
- * MDB_CP_COMPACT). Errors: ES_INVALID, ES_IO, ES_NO_SPACE. Thread-safe. */
+ * MDB_CP_COMPACT). The copy is one long read transaction: a map growth waits
+ * for it (see es_txn_begin). Errors: ES_BUSY (dest holds a store),
+ * ES_INVALID, ES_IO, ES_NO_SPACE. Thread-safe. */
 int es_backup(es_store *store, const char *dest_dir);
 
 /* Restore a backup directory into `dest_dir`: opens the backup read-only,
