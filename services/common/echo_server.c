@@ -138,7 +138,10 @@ static void block(rpc_call *call, const ProtobufCMessage *request, void *user)
     rpc_call_on_cancel(call, NULL, NULL);
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
-    rpc_call_fail(call, GRPC_STATUS_CANCELLED, "unblocked by cancellation");
+    if (rpc_call_time_left_ms(call) == 0)
+        rpc_call_fail(call, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+    else
+        rpc_call_fail(call, GRPC_STATUS_CANCELLED, "unblocked by cancellation");
 }
 
 static void set_health(rpc_call *call, const ProtobufCMessage *request,

@@ -7,7 +7,7 @@ set -eu
 script="$1"
 shift
 # Under TSan, the runtime's suppressions cover the uninstrumented gRPC
-# libraries of the servers the test starts.
+# libraries (services/common/tsan.supp, when the test ships it).
 if [ "${AGENTMESH_SANITIZER:-}" = tsan ] && [ -f services/common/tsan.supp ]; then
     TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$(pwd)/services/common/tsan.supp"
     export TSAN_OPTIONS
