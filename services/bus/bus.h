@@ -89,7 +89,8 @@ typedef struct bus_outbox_options {
     const char *service;          /* subject token and source: "agents", "memory" */
     bool jetstream;               /* default true: JetStream publish with acks */
     const char *stream_name;      /* JetStream stream, default "AGENTMESH" */
-    unsigned window;              /* events in flight at once, default 256 */
+    unsigned window;              /* events taken from the log and not yet
+                                     checkpointed (in flight at most), default 1024 */
     int64_t ack_wait_ms;          /* wait for a window's acks, default 5000 */
     int64_t retry_min_ms;         /* backoff after a failed window, default 50 */
     int64_t retry_max_ms;         /* backoff ceiling, default 5000 */

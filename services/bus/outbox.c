@@ -1,9 +1,10 @@
 /*
  * The outbox relay: one thread per service that follows the log from its
- * checkpoint (an es_sub, woken by commits), publishes windows of events to
- * NATS, and records the checkpoint in the store once a window's prefix is
- * acknowledged. JetStream de-duplicates re-publications by Nats-Msg-Id (the
- * event id), so a crash between publish and checkpoint only re-sends.
+ * checkpoint (an es_sub, woken by commits), publishes events to NATS as a
+ * pipeline (many acknowledgements outstanding), and records the checkpoint in
+ * the store once a prefix is acknowledged. JetStream de-duplicates
+ * re-publications by Nats-Msg-Id (the event id), so a crash between publish
+ * and checkpoint only re-sends.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,7 +18,7 @@
 
 #include "services/bus/bus.h"
 
-enum entry_state { PENDING = 0, ACKED, FAILED, DEAD };
+enum entry_state { PENDING = 0, INFLIGHT, ACKED, FAILED, DEAD };
 
 typedef struct entry {
     es_event *ev;          /* owned copy */
@@ -30,20 +31,20 @@ typedef struct entry {
     jsErrCode code;        /* JetStream API error of the last failure, 0 if none */
     unsigned attempts;     /* server refusals so far */
     char reason[256];      /* why it is DEAD */
+    bool dl_sent;          /* its dead-letter notice went out */
 } entry;
 
 struct bus_outbox {
     es_store *store;
     char *nats_url, *service, *stream_name, *checkpoint_name;
     bool jetstream;
-    unsigned window;
     int64_t ack_wait_ms, retry_min_ms, retry_max_ms;
     unsigned max_attempts;
     bus_payload_fn hook;
     void *hook_arg;
 
     pthread_t thread;
-    pthread_mutex_t mu;      /* guards the window's states and `stopping` */
+    pthread_mutex_t mu;      /* guards entry states, `count` and `stopping` */
     pthread_cond_t wake;     /* interrupts backoff sleeps */
     bool stopping;
     int64_t flush_deadline;  /* CLOCK_MONOTONIC ms; valid once stopping */
@@ -53,8 +54,9 @@ struct bus_outbox {
     bool stream_ready;
     es_sub *sub;
 
-    entry *win;
-    size_t win_n;
+    entry *ring;             /* events taken from the log, oldest at head */
+    size_t cap, head, count;
+    int64_t last_commit_ms;
 
     _Atomic uint64_t checkpoint;
     _Atomic uint64_t published, dead_lettered, failures;
@@ -63,6 +65,12 @@ struct bus_outbox {
 
     metrics_family *m_published, *m_dead, *m_failures, *m_backlog;
 };
+
+/* The i-th entry of the ring, counting from the oldest. */
+static entry *at(bus_outbox *ob, size_t i)
+{
+    return &ob->ring[(ob->head + i) % ob->cap];
+}
 
 static int64_t now_ms(void)
 {
@@ -82,7 +90,7 @@ void bus_outbox_options_init(bus_outbox_options *o)
     o->nats_url = "nats://127.0.0.1:4222";
     o->jetstream = true;
     o->stream_name = "AGENTMESH";
-    o->window = 256;
+    o->window = 1024;
     o->ack_wait_ms = 5000;
     o->retry_min_ms = 50;
     o->retry_max_ms = 5000;
@@ -106,23 +114,6 @@ static void log_line(const bus_outbox *ob, const char *level, const char *msg, c
             (long long)ts.tv_sec, ts.tv_nsec, level, ob->service, msg, clean);
 }
 
-/* Sleeps up to ms, waking early when the outbox is stopping. */
-static void nap(bus_outbox *ob, int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&ob->mu);
-    if (!ob->stopping)
-        pthread_cond_timedwait(&ob->wake, &ob->mu, &ts);
-    pthread_mutex_unlock(&ob->mu);
-}
-
 static bool stop_now(bus_outbox *ob)
 {
     pthread_mutex_lock(&ob->mu);
@@ -144,6 +135,17 @@ static void on_disconnected(natsConnection *nc, void *closure)
     (void)nc;
     bus_outbox *ob = closure;
     atomic_store(&ob->connected, false);
+    /* Acks of what was in flight cannot come on the next connection: fail
+     * them now so the relay re-sends them, in order, once reconnected. */
+    pthread_mutex_lock(&ob->mu);
+    for (size_t i = 0; i < ob->count; i++) {
+        entry *e = at(ob, i);
+        if (e->state == INFLIGHT) {
+            e->state = FAILED;
+            e->err = NATS_CONNECTION_DISCONNECTED;
+        }
+    }
+    pthread_mutex_unlock(&ob->mu);
     if (!stopping(ob))
         log_line(ob, "warn", "disconnected from NATS; events wait in the log", "");
 }
@@ -184,7 +186,7 @@ static void close_nats(bus_outbox *ob)
 }
 
 /* Runs on a NATS thread for each asynchronous publish: records the outcome
- * in the window entry named by the message's position header. */
+ * in the ring entry named by the message's position header. */
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     (void)js;
@@ -194,18 +196,20 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     if (natsMsgHeader_Get(msg, "agentmesh-position", &pos) == NATS_OK && pos != NULL) {
         uint64_t p = strtoull(pos, NULL, 10);
         pthread_mutex_lock(&ob->mu);
-        if (ob->win_n > 0 && p >= ob->win[0].ev->position) {
-            size_t i = (size_t)(p - ob->win[0].ev->position);
-            if (i < ob->win_n && ob->win[i].state == PENDING) {
+        if (ob->count > 0 && p >= at(ob, 0)->ev->position) {
+            size_t i = (size_t)(p - at(ob, 0)->ev->position);
+            entry *e = i < ob->count ? at(ob, i) : NULL;
+            if (e != NULL && e->state == INFLIGHT) {
                 if (pae == NULL) {
-                    ob->win[i].state = ACKED;
+                    e->state = ACKED;
                 } else {
-                    ob->win[i].state = FAILED;
-                    ob->win[i].err = pae->Err;
-                    ob->win[i].code = pae->ErrCode;
+                    e->state = FAILED;
+                    e->err = pae->Err;
+                    e->code = pae->ErrCode;
                 }
             }
         }
+        pthread_cond_broadcast(&ob->wake);
         pthread_mutex_unlock(&ob->mu);
     }
     natsMsg_Destroy(msg);
@@ -231,6 +235,12 @@ static int connect_nats(bus_outbox *ob)
         s = natsOptions_SetReconnectedCB(opts, on_connected, ob);
     if (s == NATS_OK)
         s = natsOptions_SetClosedCB(opts, on_closed, ob);
+    /* No reconnect buffer: a message queued while disconnected would be sent
+     * ahead of earlier ones that were lost and must be re-sent first. Publish
+     * calls made while reconnecting fail instead, and the relay retries them
+     * in position order. */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectBufSize(opts, 1);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&ob->nc, opts);
         if (s == NATS_NOT_YET_CONNECTED)
@@ -244,7 +254,7 @@ static int connect_nats(bus_outbox *ob)
         jo.Wait = ob->ack_wait_ms;
         jo.PublishAsync.AckHandler = on_ack;
         jo.PublishAsync.AckHandlerClosure = ob;
-        jo.PublishAsync.MaxPending = ob->window;
+        jo.PublishAsync.MaxPending = ob->cap;
         s = natsConnection_JetStream(&ob->js, ob->nc, &jo);
     }
     natsOptions_Destroy(opts);
@@ -293,11 +303,11 @@ static void entry_clear(entry *e)
     memset(e, 0, sizeof(*e));
 }
 
-/* Adds one committed event to the window, building its CloudEvent now so a
+/* Adds one committed event to the ring, building its CloudEvent now so a
  * permanent problem (unknown type, bad payload, too large) is known early. */
-static void window_add(bus_outbox *ob, es_event *ev)
+static void ring_add(bus_outbox *ob, es_event *ev)
 {
-    entry *e = &ob->win[ob->win_n];
+    entry *e = at(ob, ob->count);
     memset(e, 0, sizeof(*e));
     e->ev = ev;
     bus_uuid_format(ev->id, e->id);
@@ -310,7 +320,7 @@ static void window_add(bus_outbox *ob, es_event *ev)
         if (rc != BUS_OK)
             e->state = DEAD;
     }
-    if (e->state != DEAD && ob->nc != NULL) {
+    if (e->state != DEAD) {
         int64_t max = natsConnection_GetMaxPayload(ob->nc);
         if (max > 0 && (int64_t)e->json_len + 1024 > max) {
             e->state = DEAD;
@@ -319,31 +329,33 @@ static void window_add(bus_outbox *ob, es_event *ev)
         }
     }
     pthread_mutex_lock(&ob->mu);
-    ob->win_n++;
+    ob->count++;
     pthread_mutex_unlock(&ob->mu);
 }
 
-/* Fills the window from the subscription: waits up to wait_ms for the first
- * event, then takes what is already committed. */
-static int window_fill(bus_outbox *ob, int wait_ms)
+/* Takes committed events into the ring: waits up to wait_ms for the first
+ * one (woken by commits), then takes what is already there. */
+static int ring_fill(bus_outbox *ob, int wait_ms)
 {
-    while (ob->win_n < ob->window) {
+    bool first = true;
+    while (ob->count < ob->cap) {
         es_event *ev = NULL;
-        int rc = es_sub_next(ob->sub, ob->win_n == 0 ? wait_ms : 0, &ev);
+        int rc = es_sub_next(ob->sub, first ? wait_ms : 0, &ev);
+        first = false;
         if (rc == ES_TIMEOUT)
             return BUS_OK;
         if (rc != ES_OK)
             return rc == ES_CLOSED ? BUS_STATE : BUS_STORE;
-        window_add(ob, ev);
+        ring_add(ob, ev);
     }
     return BUS_OK;
 }
 
-static natsStatus make_msg(bus_outbox *ob, const entry *e, const char *subject, natsMsg **out)
+static natsStatus make_msg(const entry *e, natsMsg **out)
 {
     natsMsg *m = NULL;
     char pos[24];
-    natsStatus s = natsMsg_Create(&m, subject, NULL, e->json, (int)e->json_len);
+    natsStatus s = natsMsg_Create(&m, e->subject, NULL, e->json, (int)e->json_len);
     snprintf(pos, sizeof(pos), "%llu", (unsigned long long)e->ev->position);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, "Nats-Msg-Id", e->id);
@@ -353,7 +365,6 @@ static natsStatus make_msg(bus_outbox *ob, const entry *e, const char *subject, 
         s = natsMsgHeader_Set(m, "agentmesh-position", pos);
     if (s == NATS_OK && bus_traceparent_valid(e->ev->traceparent, e->ev->traceparent_len))
         s = natsMsgHeader_Set(m, "traceparent", e->ev->traceparent);
-    (void)ob;
     if (s != NATS_OK) {
         natsMsg_Destroy(m);
         return s;
@@ -362,76 +373,63 @@ static natsStatus make_msg(bus_outbox *ob, const entry *e, const char *subject, 
     return NATS_OK;
 }
 
-/* Publishes every PENDING entry and waits for their outcomes. */
-static void window_publish(bus_outbox *ob)
+/* Publishes every PENDING entry, in position order, without waiting for the
+ * acknowledgements: they arrive on a NATS thread (on_ack) while the relay
+ * goes on. Returns how many were sent. */
+static size_t ring_publish(bus_outbox *ob)
 {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = ob->ack_wait_ms;
     po.ExpectStream = ob->stream_name;
-    bool core_sent = false;
-    /* Only this thread changes the window's length and sets PENDING; the ack
-     * handler turns PENDING into ACKED or FAILED. Snapshot under the lock. */
-    bool *todo = calloc(ob->win_n ? ob->win_n : 1, sizeof(bool));
-    if (todo == NULL)
-        return;
+    size_t sent = 0, n;
     pthread_mutex_lock(&ob->mu);
-    for (size_t i = 0; i < ob->win_n; i++)
-        todo[i] = ob->win[i].state == PENDING;
+    n = ob->count;
     pthread_mutex_unlock(&ob->mu);
-    for (size_t i = 0; i < ob->win_n; i++) {
-        entry *e = &ob->win[i];
+    for (size_t i = 0; i < n; i++) {
+        entry *e = at(ob, i);
         natsMsg *m = NULL;
-        if (!todo[i])
+        pthread_mutex_lock(&ob->mu);
+        bool go = e->state == PENDING;
+        if (go)
+            e->state = INFLIGHT; /* before the publish: its ack may come at once */
+        pthread_mutex_unlock(&ob->mu);
+        if (!go)
             continue;
-        natsStatus s = make_msg(ob, e, e->subject, &m);
+        natsStatus s = natsConnection_Status(ob->nc) == NATS_CONN_STATUS_CONNECTED ? make_msg(e, &m)
+                                                                                  : NATS_CONNECTION_DISCONNECTED;
         if (s == NATS_OK) {
             if (ob->jetstream) {
                 po.MsgId = e->id;
                 s = js_PublishMsgAsync(ob->js, &m, &po);
             } else {
                 s = natsConnection_PublishMsg(ob->nc, m);
-                core_sent = core_sent || s == NATS_OK;
             }
         }
         natsMsg_Destroy(m);
         if (s != NATS_OK) {
             pthread_mutex_lock(&ob->mu);
-            if (e->state == PENDING) {
+            if (e->state == INFLIGHT) {
                 e->state = FAILED;
                 e->err = s;
             }
             pthread_mutex_unlock(&ob->mu);
+            break; /* keep the order: the rest waits for the retry */
         }
+        sent++;
     }
-    if (ob->jetstream) {
-        jsPubOptions wo;
-        jsPubOptions_Init(&wo);
-        wo.MaxWait = ob->ack_wait_ms * 2;
-        if (js_PublishAsyncComplete(ob->js, &wo) != NATS_OK) {
-            natsMsgList pending;
-            if (js_PublishAsyncGetPendingList(&pending, ob->js) == NATS_OK)
-                natsMsgList_Destroy(&pending);
-        }
-        /* Anything still without an outcome timed out. */
-        pthread_mutex_lock(&ob->mu);
-        for (size_t i = 0; i < ob->win_n; i++)
-            if (ob->win[i].state == PENDING) {
-                ob->win[i].state = FAILED;
-                ob->win[i].err = NATS_TIMEOUT;
-            }
-        pthread_mutex_unlock(&ob->mu);
-    } else if (core_sent) {
+    if (!ob->jetstream && sent > 0) {
+        /* Core NATS has no acks: a flush (PING/PONG) is the receipt. */
         natsStatus s = natsConnection_FlushTimeout(ob->nc, ob->ack_wait_ms);
         pthread_mutex_lock(&ob->mu);
-        for (size_t i = 0; i < ob->win_n; i++)
-            if (ob->win[i].state == PENDING) {
-                ob->win[i].state = s == NATS_OK ? ACKED : FAILED;
-                ob->win[i].err = s;
+        for (size_t i = 0; i < ob->count; i++)
+            if (at(ob, i)->state == INFLIGHT) {
+                at(ob, i)->state = s == NATS_OK ? ACKED : FAILED;
+                at(ob, i)->err = s;
             }
         pthread_mutex_unlock(&ob->mu);
     }
-    free(todo);
+    return sent;
 }
 
 /* Sends the dead-letter notice of an entry. NATS_OK once flushed. */
@@ -465,7 +463,7 @@ static natsStatus dead_letter_send(bus_outbox *ob, const entry *e)
 
 struct commit_arg {
     bus_outbox *ob;
-    size_t n;            /* entries of the prefix */
+    size_t n; /* entries of the prefix */
 };
 
 /* Write callback: the checkpoint and the dead-letter records of the prefix. */
@@ -475,7 +473,7 @@ static int commit_prefix(es_txn *txn, const es_append_result *appended, void *ar
     struct commit_arg *ca = arg;
     bus_outbox *ob = ca->ob;
     for (size_t i = 0; i < ca->n; i++) {
-        const entry *e = &ob->win[i];
+        const entry *e = at(ob, i);
         if (e->state != DEAD)
             continue;
         uint8_t key[8];
@@ -485,7 +483,7 @@ static int commit_prefix(es_txn *txn, const es_append_result *appended, void *ar
         if (rc != ES_OK)
             return rc;
     }
-    return es_checkpoint_put(txn, ob->checkpoint_name, ob->win[ca->n - 1].ev->position);
+    return es_checkpoint_put(txn, ob->checkpoint_name, at(ob, ca->n - 1)->ev->position);
 }
 
 static bool transient(const entry *e)
@@ -497,15 +495,16 @@ static bool transient(const entry *e)
     return e->code == 0 || e->code == JSStreamNotFoundErr;
 }
 
-/* Moves the window's acknowledged (or dead) prefix into the checkpoint,
- * classifies the first failure, and returns whether a retry must wait. */
-static bool window_settle(bus_outbox *ob)
+/* Looks at the ring's oldest entries: counts the acknowledged (or dead)
+ * prefix, turns a hopeless failure into a dead letter, and says whether the
+ * oldest unsettled entry failed (so a retry must wait). */
+static size_t ring_prefix(bus_outbox *ob, bool *head_failed)
 {
     size_t n = 0;
-    bool must_wait = false;
+    *head_failed = false;
     pthread_mutex_lock(&ob->mu);
-    for (; n < ob->win_n; n++) {
-        entry *e = &ob->win[n];
+    for (; n < ob->count; n++) {
+        entry *e = at(ob, n);
         if (e->state == ACKED || e->state == DEAD)
             continue;
         if (e->state == FAILED) {
@@ -517,41 +516,45 @@ static bool window_settle(bus_outbox *ob)
             }
             if (e->code == JSStreamNotFoundErr)
                 ob->stream_ready = false;
-            must_wait = true;
+            *head_failed = true;
         }
         break;
     }
-    /* Failures after the first are re-sent with it; what was acknowledged
-     * stays so (JetStream holds it), and the prefix passes it later. */
-    for (size_t i = n; i < ob->win_n; i++)
-        if (ob->win[i].state == FAILED)
-            ob->win[i].state = PENDING;
     pthread_mutex_unlock(&ob->mu);
+    return n;
+}
 
-    /* Dead letters go out before the checkpoint passes them. */
+/* Records the first `n` entries (acknowledged or dead) as published: dead
+ * letters go out first, then one write commits the checkpoint with the
+ * dead-letter records, then the entries leave the ring. Returns false when
+ * something must be retried later. */
+static bool ring_commit(bus_outbox *ob, size_t n)
+{
     size_t ok = 0;
     for (; ok < n; ok++) {
-        if (ob->win[ok].state == DEAD && dead_letter_send(ob, &ob->win[ok]) != NATS_OK) {
-            must_wait = true;
-            break;
+        entry *e = at(ob, ok);
+        if (e->state == DEAD && !e->dl_sent) {
+            if (dead_letter_send(ob, e) != NATS_OK)
+                break;
+            e->dl_sent = true;
         }
     }
     if (ok == 0)
-        return must_wait;
+        return ok == n;
     struct commit_arg ca = {ob, ok};
     int rc = es_write(ob->store, commit_prefix, &ca);
     if (rc != ES_OK) {
         log_line(ob, "error", "cannot record the outbox checkpoint", es_strerror(rc));
-        return true;
+        return false;
     }
     uint64_t dead = 0;
     for (size_t i = 0; i < ok; i++) {
-        if (ob->win[i].state == DEAD) {
+        if (at(ob, i)->state == DEAD) {
             dead++;
-            log_line(ob, "error", "event dead-lettered", ob->win[i].reason);
+            log_line(ob, "error", "event dead-lettered", at(ob, i)->reason);
         }
     }
-    atomic_store(&ob->checkpoint, ob->win[ok - 1].ev->position);
+    atomic_store(&ob->checkpoint, at(ob, ok - 1)->ev->position);
     atomic_fetch_add(&ob->published, ok - dead);
     atomic_fetch_add(&ob->dead_lettered, dead);
     if (ob->m_published)
@@ -560,11 +563,12 @@ static bool window_settle(bus_outbox *ob)
         metrics_counter_add(ob->m_dead, NULL, (double)dead);
     pthread_mutex_lock(&ob->mu);
     for (size_t i = 0; i < ok; i++)
-        entry_clear(&ob->win[i]);
-    memmove(ob->win, ob->win + ok, (ob->win_n - ok) * sizeof(entry));
-    ob->win_n -= ok;
+        entry_clear(at(ob, i));
+    ob->head = (ob->head + ok) % ob->cap;
+    ob->count -= ok;
     pthread_mutex_unlock(&ob->mu);
-    return must_wait;
+    ob->last_commit_ms = now_ms();
+    return ok == n;
 }
 
 static void update_backlog(bus_outbox *ob)
@@ -576,44 +580,92 @@ static void update_backlog(bus_outbox *ob)
     }
 }
 
+static size_t count_state(bus_outbox *ob, int state)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&ob->mu);
+    for (size_t i = 0; i < ob->count; i++)
+        k += at(ob, i)->state == state;
+    pthread_mutex_unlock(&ob->mu);
+    return k;
+}
+
+/* Waits up to ms for an acknowledgement (on_ack signals) or a stop. */
+static void wait_acks(bus_outbox *ob, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&ob->mu);
+    pthread_cond_timedwait(&ob->wake, &ob->mu, &ts);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+/* The relay: a pipeline. Committed events enter a ring, are published as
+ * soon as NATS is ready (many in flight), and leave it once acknowledged,
+ * with the checkpoint recorded at most every CHECKPOINT_MS (or when the
+ * pipeline drains): a crash re-publishes at most that much, and JetStream
+ * drops the duplicates by id. */
+#define CHECKPOINT_MS 20
+#define CHECKPOINT_EVENTS 512
+
 static void *relay(void *arg)
 {
     bus_outbox *ob = arg;
-    int64_t backoff = ob->retry_min_ms;
+    int64_t backoff = ob->retry_min_ms, retry_at = 0;
     for (;;) {
         if (stop_now(ob))
             break;
-        if (window_fill(ob, stopping(ob) ? 0 : 200) == BUS_STATE)
+        bool stop = stopping(ob);
+        bool busy = ob->count > 0;
+        if (ring_fill(ob, busy ? 1 : (stop ? 0 : 200)) == BUS_STATE)
             break;
         update_backlog(ob);
-        if (ob->win_n == 0) {
-            if (stopping(ob))
+        if (ob->count == 0) {
+            if (stop)
                 break; /* everything committed is published */
             continue;
         }
         bool ready = atomic_load(&ob->connected);
         if (ready && ob->jetstream && !ob->stream_ready)
             ready = ob->stream_ready = ensure_stream(ob) == BUS_OK;
-        bool any_live = false;
-        pthread_mutex_lock(&ob->mu);
-        for (size_t i = 0; i < ob->win_n; i++)
-            any_live = any_live || ob->win[i].state == PENDING;
-        pthread_mutex_unlock(&ob->mu);
-        if (!ready && any_live) {
-            nap(ob, backoff);
-            backoff = backoff * 2 > ob->retry_max_ms ? ob->retry_max_ms : backoff * 2;
-            continue;
+        int64_t now = now_ms();
+        if (ready && retry_at != 0 && now >= retry_at) {
+            pthread_mutex_lock(&ob->mu);
+            for (size_t i = 0; i < ob->count; i++)
+                if (at(ob, i)->state == FAILED)
+                    at(ob, i)->state = PENDING;
+            pthread_mutex_unlock(&ob->mu);
+            retry_at = 0;
         }
-        if (any_live)
-            window_publish(ob);
-        if (window_settle(ob)) {
-            atomic_fetch_add(&ob->failures, 1);
-            if (ob->m_failures)
-                metrics_counter_add(ob->m_failures, NULL, 1);
-            nap(ob, backoff);
-            backoff = backoff * 2 > ob->retry_max_ms ? ob->retry_max_ms : backoff * 2;
+        if (ready && retry_at == 0)
+            ring_publish(ob);
+
+        bool head_failed = false;
+        size_t n = ring_prefix(ob, &head_failed);
+        bool drained = n == ob->count;
+        bool committed_all = true;
+        if (n > 0 && (drained || stop || n >= CHECKPOINT_EVENTS || now_ms() - ob->last_commit_ms >= CHECKPOINT_MS))
+            committed_all = ring_commit(ob, n);
+        if (head_failed || !committed_all || (!ready && count_state(ob, PENDING) > 0)) {
+            if (retry_at == 0) {
+                atomic_fetch_add(&ob->failures, 1);
+                if (ob->m_failures)
+                    metrics_counter_add(ob->m_failures, NULL, 1);
+                retry_at = now_ms() + backoff;
+                backoff = backoff * 2 > ob->retry_max_ms ? ob->retry_max_ms : backoff * 2;
+            }
+            wait_acks(ob, retry_at - now_ms() > 0 ? retry_at - now_ms() : 1);
         } else {
-            backoff = ob->retry_min_ms;
+            if (!head_failed && count_state(ob, FAILED) == 0)
+                backoff = ob->retry_min_ms;
+            if (ob->count == ob->cap)
+                wait_acks(ob, 1);
         }
     }
     return NULL;
@@ -653,7 +705,7 @@ int bus_outbox_start(es_store *store, const bus_outbox_options *opts, bus_outbox
     ob->stream_name = dup_or(opts->stream_name, dflt.stream_name);
     ob->checkpoint_name = dup_or(opts->checkpoint_name, dflt.checkpoint_name);
     ob->jetstream = opts->jetstream;
-    ob->window = opts->window ? opts->window : dflt.window;
+    ob->cap = opts->window ? opts->window : dflt.window;
     ob->ack_wait_ms = opts->ack_wait_ms > 0 ? opts->ack_wait_ms : dflt.ack_wait_ms;
     ob->retry_min_ms = opts->retry_min_ms > 0 ? opts->retry_min_ms : dflt.retry_min_ms;
     ob->retry_max_ms = opts->retry_max_ms > 0 ? opts->retry_max_ms : dflt.retry_max_ms;
@@ -666,8 +718,8 @@ int bus_outbox_start(es_store *store, const bus_outbox_options *opts, bus_outbox
         rc = BUS_NOMEM;
         goto out;
     }
-    ob->win = calloc(ob->window, sizeof(entry));
-    if (ob->win == NULL) {
+    ob->ring = calloc(ob->cap, sizeof(entry));
+    if (ob->ring == NULL) {
         rc = BUS_NOMEM;
         goto out;
     }
@@ -703,7 +755,7 @@ out:
     close_nats(ob);
     natsConnection_Destroy(ob->nc);
     es_sub_destroy(ob->sub);
-    free(ob->win);
+    free(ob->ring);
     free(ob->nats_url);
     free(ob->service);
     free(ob->stream_name);
@@ -726,8 +778,8 @@ void bus_outbox_stop(bus_outbox *ob, int64_t flush_ms)
     if (flush_ms == 0)
         es_sub_cancel(ob->sub);
     pthread_join(ob->thread, NULL);
-    for (size_t i = 0; i < ob->win_n; i++)
-        entry_clear(&ob->win[i]);
+    for (size_t i = 0; i < ob->count; i++)
+        entry_clear(at(ob, i));
     if (ob->js != NULL) {
         natsMsgList pending;
         if (js_PublishAsyncGetPendingList(&pending, ob->js) == NATS_OK)
@@ -737,7 +789,7 @@ void bus_outbox_stop(bus_outbox *ob, int64_t flush_ms)
     close_nats(ob);
     natsConnection_Destroy(ob->nc);
     es_sub_destroy(ob->sub);
-    free(ob->win);
+    free(ob->ring);
     free(ob->nats_url);
     free(ob->service);
     free(ob->stream_name);
