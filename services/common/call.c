@@ -381,11 +381,12 @@ void rpc__call_run(void *item)
     rpc_call *c = item;
     const rpc__method *m = c->m;
     int why = atomic_load(&c->cancelled);
-    if (why != CANCEL_NONE || rpc_call_time_left_ms(c) == 0) {
+    bool late = rpc_call_time_left_ms(c) == 0;
+    if (why != CANCEL_NONE || late) {
         /* Waited in the queue past its deadline, or gone: skip the handler. */
-        grpc_status_code code = why == CANCEL_SHUTDOWN ? GRPC_STATUS_UNAVAILABLE
-                                : why == CANCEL_CLIENT ? GRPC_STATUS_CANCELLED
-                                                       : GRPC_STATUS_DEADLINE_EXCEEDED;
+        grpc_status_code code = late ? GRPC_STATUS_DEADLINE_EXCEEDED
+                                : why == CANCEL_SHUTDOWN ? GRPC_STATUS_UNAVAILABLE
+                                                         : GRPC_STATUS_CANCELLED;
         rpc__call_end(c, code,
                       code == GRPC_STATUS_DEADLINE_EXCEEDED
                           ? "deadline exceeded before the handler started"
@@ -410,6 +411,9 @@ void rpc__call_handler_returned(rpc_call *c)
         else if (w == CANCEL_SHUTDOWN)
             answer_locked(c, GRPC_STATUS_UNAVAILABLE,
                           strdup("server shutting down"), NULL, 0);
+        else if (w == CANCEL_CLIENT && rpc_call_time_left_ms(c) == 0)
+            answer_locked(c, GRPC_STATUS_DEADLINE_EXCEEDED,
+                          strdup("deadline exceeded"), NULL, 0);
         else if (w == CANCEL_CLIENT)
             answer_locked(c, GRPC_STATUS_CANCELLED, strdup("cancelled"), NULL, 0);
         else

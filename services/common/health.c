@@ -28,6 +28,7 @@ struct rpc__health {
     struct entry *entries;
     size_t nentries, capentries;
     struct watcher *watchers;
+    size_t nwatchers;
     bool shutdown;
 };
 
@@ -98,11 +99,16 @@ static void watch(rpc_call *c, const ProtobufCMessage *request, void *user)
         return;
     }
     pthread_mutex_lock(&h->mu);
-    if (h->shutdown) {
+    if (h->shutdown || h->nwatchers >= RPC_MAX_HEALTH_WATCHERS) {
+        bool full = !h->shutdown;
         pthread_mutex_unlock(&h->mu);
         free(w->service);
         free(w);
-        rpc__call_end(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+        if (full)
+            rpc__call_end(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                          "too many health watchers");
+        else
+            rpc__call_end(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
         return;
     }
     struct entry *e = find(h, service);
@@ -112,11 +118,13 @@ static void watch(rpc_call *c, const ProtobufCMessage *request, void *user)
     w->call = c;
     w->next = h->watchers;
     h->watchers = w;
+    h->nwatchers++;
     if (pack_status(status, &data, &len) == RPC_OK)
         rpc__stream_push_latest(c, data, len);
     pthread_mutex_unlock(&h->mu);
-    /* Cancelled before it was listed: the stop hook already ran. */
-    if (rpc_call_cancelled(c) && atomic_load(&c->cancelled) != CANCEL_NONE)
+    /* Cancelled before it was listed: the stop hook already ran and found
+     * nothing, so end it here (the hook is idempotent). */
+    if (atomic_load(&c->cancelled) != CANCEL_NONE)
         c->m->stop(c, h);
 }
 
@@ -129,6 +137,7 @@ static void watch_stop(rpc_call *c, void *user)
         if ((*p)->call == c) {
             found = *p;
             *p = found->next;
+            h->nwatchers--;
             break;
         }
     }

@@ -28,6 +28,11 @@ void log_set_fd(int fd)
     atomic_store(&out_fd, fd);
 }
 
+bool log_enabled(log_level level)
+{
+    return (int)level >= atomic_load(&min_level);
+}
+
 int log_level_parse(const char *text, log_level *out)
 {
     if (text == NULL)

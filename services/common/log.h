@@ -6,6 +6,7 @@
 #define AGENTMESH_SERVICES_COMMON_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -33,6 +34,8 @@ int log_ctx_from_traceparent(const char *traceparent, char buf[50],
 
 /* Lines below `level` are dropped (default INFO). */
 void log_set_level(log_level level);
+/* Whether lines of `level` are written (to skip building costly fields). */
+bool log_enabled(log_level level);
 /* Parses "debug", "info", "warn", "error". Returns 0, or -1 when unknown. */
 int log_level_parse(const char *text, log_level *out);
 /* Where lines go (default 2 = stderr). */

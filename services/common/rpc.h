@@ -220,6 +220,12 @@ int rpc_call_recv(rpc_call *call, ProtobufCMessage **msg);
 
 typedef struct rpc_server rpc_server;
 
+/* Fixed bounds (see docs/RUNTIME.md): request metadata per call, concurrent
+ * HTTP/2 streams per client connection, health Watch streams per server. */
+#define RPC_MAX_METADATA_BYTES 16384
+#define RPC_MAX_STREAMS_PER_CONNECTION 1000
+#define RPC_MAX_HEALTH_WATCHERS 4096
+
 /* Plain options; start from rpc_server_options_init(). Zero values mean the
  * documented defaults. Strings are copied by rpc_server_create. */
 typedef struct rpc_server_options {

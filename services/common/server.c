@@ -58,6 +58,16 @@ void rpc__record(rpc_call *c, grpc_status_code code)
                   (double)(now.tv_nsec - c->started.tv_nsec) / 1e9;
     metrics_counter_add(srv->m_requests, labels, 1);
     metrics_histogram_observe(srv->m_latency, labels, secs);
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        char ms[32], tp[50];
+        log_ctx ctx = {0};
+        snprintf(ms, sizeof ms, "%.3f", secs * 1000);
+        log_ctx_from_traceparent(c->traceparent, tp, &ctx);
+        const char *kv[] = {"method", c->method_name, "code", labels[1],
+                            "duration_ms", ms, "peer", c->peer,
+                            "actor", c->actor, NULL};
+        log_emit(LOG_LEVEL_DEBUG, &ctx, kv, "rpc");
+    }
 }
 
 void rpc_server_options_init(rpc_server_options *o)
@@ -426,7 +436,7 @@ static void *cq_loop(void *arg)
 int rpc_server_start(rpc_server *srv, int *port)
 {
     int rc = RPC_ERR_GRPC;
-    grpc_arg args[8];
+    grpc_arg args[10];
     size_t n = 0;
     if (srv == NULL)
         return RPC_ERR_INVALID;
@@ -453,6 +463,8 @@ int rpc_server_start(rpc_server *srv, int *port)
     INT_ARG_(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1)
     /* Two servers on one port would split traffic silently. */
     INT_ARG_(GRPC_ARG_ALLOW_REUSEPORT, 0)
+    INT_ARG_(GRPC_ARG_MAX_METADATA_SIZE, RPC_MAX_METADATA_BYTES)
+    INT_ARG_(GRPC_ARG_MAX_CONCURRENT_STREAMS, RPC_MAX_STREAMS_PER_CONNECTION)
 #undef INT_ARG_
     grpc_channel_args cargs = {.num_args = n, .args = args};
 

@@ -293,6 +293,45 @@ class OverloadTest(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log())
 
 
+class LimitsTest(unittest.TestCase):
+
+    def test_queued_past_deadline_skips_the_handler(self):
+        with lib.Server(SERVER, ["--worker-threads=1", "--queue-depth=4"]) as srv:
+            ch = channel_for(srv)
+            block = MSG.unary(ch, "/agentmesh.test.Echo/Block")
+            echo = MSG.unary(ch, "/agentmesh.test.Echo/Echo")
+            first = block.future(EchoRequest(), timeout=120)
+            lib.poll_until(lambda: inflight(srv) == 1, what="the worker busy")
+            with self.assertRaises(grpc.RpcError) as ctx:
+                echo(EchoRequest(message="late"), timeout=0.5)
+            self.assertEqual(ctx.exception.code(),
+                             grpc.StatusCode.DEADLINE_EXCEEDED)
+            first.cancel()
+            labels = {"method": "/agentmesh.test.Echo/Echo",
+                      "code": "DEADLINE_EXCEEDED"}
+            lib.poll_until(lambda: lib.metric_value(
+                metrics(srv), "agentmesh_rpc_requests_total", labels) == 1,
+                what="the late call answered DEADLINE_EXCEEDED by the runtime")
+            self.assertIsNone(lib.metric_value(
+                metrics(srv), "agentmesh_rpc_requests_total",
+                {"method": "/agentmesh.test.Echo/Echo", "code": "OK"}))
+            ch.close()
+            self.assertEqual(srv.stop(), 0, srv.log())
+
+    def test_max_message_size(self):
+        with lib.Server(SERVER, ["--max-message-size=64K"]) as srv:
+            ch = channel_for(srv)
+            echo = MSG.unary(ch, "/agentmesh.test.Echo/Echo")
+            with self.assertRaises(grpc.RpcError) as ctx:
+                echo(EchoRequest(message="x" * 100000), timeout=30)
+            self.assertEqual(ctx.exception.code(),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertEqual(echo(EchoRequest(message="y" * 60000),
+                                  timeout=30).message, "y" * 60000)
+            ch.close()
+            self.assertEqual(srv.stop(), 0, srv.log())
+
+
 class ShutdownTest(unittest.TestCase):
 
     def test_sigterm_lets_inflight_calls_finish(self):
