@@ -163,8 +163,12 @@ bool rpc_call_cancelled(const rpc_call *call);
 
 /* A hook run once when the call is cancelled (see rpc_call_cancelled), so
  * that a handler waiting on its own condition variable can wake up. Runs on
- * a completion-queue or shutdown thread: it must not block. Runs at once if
- * the call is already cancelled. Replaces any earlier hook. */
+ * a completion-queue or shutdown thread with the call's internal lock held:
+ * it must not block and must not call rpc_call_* on the call. Runs at once
+ * if the call is already cancelled. Replaces any earlier hook; pass NULL to
+ * remove it before the hook's argument goes away (the runtime also removes
+ * it when the handler returns). A deadline that merely passes does not run
+ * the hook until gRPC cancels the call. */
 typedef void (*rpc_cancel_fn)(void *arg);
 int rpc_call_on_cancel(rpc_call *call, rpc_cancel_fn fn, void *arg);
 
