@@ -1,7 +1,7 @@
 /* agent-manager: the process. Reads its configuration, opens its event
- * store, loads the state, serves AgentManager, EventStore, health and
- * reflection on the runtime, and on SIGTERM drains calls, writes a final
- * snapshot and closes the store. */
+ * store, loads the state, starts the NATS outbox relay, serves AgentManager,
+ * EventStore, health and reflection on the runtime, and on SIGTERM drains
+ * calls, flushes the outbox, writes a final snapshot and closes the store. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,14 +11,18 @@
 #include "eventstore/eventstore.h"
 #include "services/agent_manager/agent_manager.h"
 #include "services/agent_manager/handlers.h"
+#include "services/bus/bus.h"
 #include "services/common/cfg.h"
 #include "services/common/log.h"
 #include "services/common/runtime.h"
 #include "services/eventstore_api/eventstore_api.h"
 
-static const cfg_option options[] = {
+/* Not const: main() raises the default of worker-threads (see below). */
+static cfg_option options[] = {
     CFG_RUNTIME_OPTIONS("AGENTMESH_AGENTS_", "127.0.0.1:50061",
                         "127.0.0.1:9101", "data/agents"),
+    {"nats-url", "AGENTMESH_NATS_URL", CFG_STRING, "nats://127.0.0.1:4222",
+     "NATS server the outbox publishes every event to (empty: no outbox)"},
     {"heartbeat-timeout", "AGENTMESH_AGENTS_HEARTBEAT_TIMEOUT", CFG_DURATION,
      "30s", "silence after which an agent is recorded OFFLINE"},
     {"max-input-size", "AGENTMESH_AGENTS_MAX_INPUT_SIZE", CFG_SIZE, "256K",
@@ -58,6 +62,8 @@ int main(int argc, char **argv)
     am_service *svc = NULL;
     am_grpc *grpc = NULL;
     esapi *api = NULL;
+    bus_outbox *outbox = NULL;
+    const char *nats_url = NULL;
     char err[256];
     int exit_code = 1;
     size_t n = sizeof options / sizeof options[0];
@@ -66,6 +72,12 @@ int main(int argc, char **argv)
     uint64_t max_input = 0;
     bool no_sync = false;
 
+    /* Every WatchTask and SubscribeAll stream holds a handler thread for its
+     * life, so agent-manager defaults to more handler threads than the
+     * runtime's 8: a few watchers must not starve the commands. */
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(options[i].name, "worker-threads") == 0)
+            options[i].def = "64";
     int rc = cfg_parse(options, n, argc, argv, &c, err, sizeof err);
     if (rc == CFG_ERR_HELP) {
         cfg_print_help(options, n, argv[0], stdout);
@@ -80,7 +92,8 @@ int main(int argc, char **argv)
         cfg_get_size(c, "max-input-size", &max_input) || max_input == 0 ||
         max_input > ES_EVENT_SIZE_DEFAULT / 2 ||
         cfg_get_int(c, "snapshot-every", &snap_every) || snap_every < 0 ||
-        cfg_get_bool(c, "no-sync", &no_sync)) {
+        cfg_get_bool(c, "no-sync", &no_sync) ||
+        cfg_get_string(c, "nats-url", &nats_url)) {
         fprintf(stderr,
                 "%s: invalid settings (data-dir must be set, heartbeat-timeout "
                 "> 0, max-input-size 1..512K, snapshot-every >= 0)\n",
@@ -116,6 +129,18 @@ int main(int argc, char **argv)
         LOG_ERROR("agent-manager: cannot load the state: %s", es_strerror(rc));
         goto out;
     }
+    if (nats_url && *nats_url) {
+        bus_outbox_options bo;
+        bus_outbox_options_init(&bo);
+        bo.nats_url = nats_url;
+        bo.service = "agents";
+        bo.metrics = rpc_runtime_metrics(rt);
+        if ((rc = bus_outbox_start(store, &bo, &outbox)) != BUS_OK) {
+            LOG_ERROR("agent-manager: cannot start the outbox: %s",
+                      bus_strerror(rc));
+            goto out;
+        }
+    }
     rpc_server *srv = rpc_runtime_server(rt);
     if ((rc = am_grpc_register(srv, svc, store, &grpc)) != RPC_OK ||
         (rc = esapi_register(srv, store, "agents", &api)) != RPC_OK) {
@@ -128,7 +153,14 @@ int main(int argc, char **argv)
     else
         LOG_ERROR("agent-manager: %s", rpc_strerror(rc));
 out:
-    /* rpc_runtime_run returns once every handler has returned. */
+    /* rpc_runtime_run returns once every handler has returned. Publishing
+     * what is committed gets a moment while NATS is reachable; the rest goes
+     * out from the checkpoint at the next start. */
+    if (outbox) {
+        bus_outbox_stats st;
+        bool up = bus_outbox_stats_get(outbox, &st) == BUS_OK && st.connected;
+        bus_outbox_stop(outbox, up ? 2000 : 0);
+    }
     am_service_destroy(svc);
     rpc_runtime_destroy(rt);
     am_grpc_destroy(grpc);

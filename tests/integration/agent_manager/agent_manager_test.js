@@ -22,7 +22,8 @@ async function startServer(dataDir, args) {
   const logPath = path.join(dir, 'stderr.log');
   const log = fs.openSync(logPath, 'w');
   const proc = spawn(BINARY, ['--port-file=' + portFile, '--data-dir=' + dataDir,
-                              '--listen=127.0.0.1:0', '--admin=127.0.0.1:0']
+                              '--listen=127.0.0.1:0', '--admin=127.0.0.1:0',
+                              '--nats-url=']
                          .concat(args || []),
                      {stdio: ['ignore', log, log]});
   let exitCode = null;

@@ -8,6 +8,8 @@ Usage: agent_manager_test.py AGENT_MANAGER API_DESC"""
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -67,9 +69,9 @@ class Client:
         self.channel.close()
 
 
-def start_server(data_dir, *extra):
+def start_server(data_dir, *extra, nats_url=""):
     return lib.Server(BINARY, ["--data-dir=" + data_dir, "--listen=127.0.0.1:0",
-                               "--admin=127.0.0.1:0",
+                               "--admin=127.0.0.1:0", "--nats-url=" + nats_url,
                                "--internal-token=" + TOKEN] + list(extra)).start()
 
 
@@ -634,6 +636,61 @@ class RestartTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
         finally:
             shutil.rmtree(data, ignore_errors=True)
+
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+@unittest.skipIf(os.environ.get("AGENTMESH_SANITIZER") == "tsan",
+                 "libnats is not built with TSan")
+@unittest.skipUnless(os.path.exists(NATS_SERVER), "nats-server not installed")
+class OutboxTest(unittest.TestCase):
+    """Every committed event reaches NATS; NATS down delays, loses nothing."""
+
+    def start_nats(self, port, store):
+        proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port),
+                                 "-js", "-sd", store],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        lib.poll_until(up, what="nats-server")
+        return proc
+
+    def test_events_published_and_nats_outage(self):
+        data = tempfile.mkdtemp(prefix="am-nats-")
+        port = lib.free_port()
+        nats = self.start_nats(port, os.path.join(data, "js"))
+        server = start_server(os.path.join(data, "agents"),
+                              nats_url="nats://127.0.0.1:%d" % port)
+        c = Client(server.grpc_target)
+
+        def published():
+            return lib.metric_value(metrics(server), "agentmesh_outbox_published_total") or 0
+
+        def last():
+            return c.ReadAll(direction=BACKWARD, limit=1).events[0].position
+        try:
+            c.RegisterAgent(name="n", capabilities=["n"], max_concurrency=4)
+            c.SubmitTask(required_capabilities=["n"])
+            lib.poll_until(lambda: published() >= last(), what="publication")
+            nats.terminate()
+            nats.wait(30)
+            t = c.SubmitTask(required_capabilities=["n"])
+            c.StartTask(task_id=t.task_id)
+            lib.poll_until(lambda: lib.metric_value(
+                metrics(server), "agentmesh_outbox_backlog") > 0, what="a backlog")
+            nats = self.start_nats(port, os.path.join(data, "js"))
+            lib.poll_until(lambda: published() >= last(), timeout=60,
+                           what="publication after NATS returned")
+        finally:
+            c.close()
+            code = server.stop()
+            nats.terminate()
+            nats.wait(30)
+            shutil.rmtree(data, ignore_errors=True)
+        self.assertEqual(code, 0, server.log())
 
 
 if __name__ == "__main__":
