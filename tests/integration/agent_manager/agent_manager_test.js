@@ -120,6 +120,9 @@ async function main() {
   const watch = c.am.WatchTask({task_id: t1.task_id},
                                {deadline: new Date(Date.now() + 60000)});
   const updates = collect(watch);
+  // Drive the task only once the current state arrived: changes made before
+  // the watch began are already in that first message.
+  await new Promise((resolve) => watch.once('data', resolve));
   const s = await call('StartTask', {task_id: t1.task_id, expected_version: t1.version});
   assert.strictEqual(s.state, 'TASK_STATE_RUNNING');
   await call('ReportProgress', {task_id: t1.task_id, phase: 'p', progress_percent: 40});
