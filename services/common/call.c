@@ -119,7 +119,7 @@ int rpc__call_create(rpc_server *srv, const rpc__method *m, grpc_call *gcall,
     atomic_fetch_add(&srv->inflight, 1);
     if (srv->m_inflight != NULL)
         metrics_gauge_add(srv->m_inflight, NULL, 1);
-    if (m != NULL && m->kind != RPC_METHOD_UNARY) {
+    if (m != NULL && m->kind != RPC_METHOD_UNARY && m != &srv->fallback) {
         c->counted_stream = true;
         if (srv->m_streams != NULL)
             metrics_gauge_add(srv->m_streams, NULL, 1);
@@ -190,6 +190,16 @@ static void call_free(rpc_call *c)
         free(c->trailers[i].value);
     }
     free(c->trailers);
+    for (size_t i = 0; i < c->ninitial; i++) {
+        grpc_slice_unref(c->initial[i].key);
+        grpc_slice_unref(c->initial[i].value);
+    }
+    free(c->initial);
+    for (size_t i = 0; i < c->nheaders; i++) {
+        free(c->headers[i].key);
+        free(c->headers[i].value);
+    }
+    free(c->headers);
     free(c->details);
     free(c->message);
     for (size_t i = 0; i < c->nmd; i++) {
@@ -296,6 +306,33 @@ static void status_done(rpc__tag *tag, bool ok)
     rpc__call_unref_unlock(c);
 }
 
+bool rpc__call_is_fallback(const rpc_call *c)
+{
+    return c->m != NULL && c->m == &c->srv->fallback;
+}
+
+int rpc__call_initial_md_locked(rpc_call *c, grpc_op *op)
+{
+    if (c->initial_md_sent)
+        return 0;
+    c->initial_md_sent = true;
+    if (c->nheaders > 0) {
+        c->initial = calloc(c->nheaders, sizeof *c->initial);
+        if (c->initial != NULL) {
+            for (size_t i = 0; i < c->nheaders; i++) {
+                c->initial[i].key = grpc_slice_from_copied_string(c->headers[i].key);
+                c->initial[i].value = grpc_slice_from_copied_buffer(
+                    c->headers[i].value, c->headers[i].len);
+            }
+            c->ninitial = c->nheaders;
+        }
+    }
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    op->data.send_initial_metadata.count = c->ninitial;
+    op->data.send_initial_metadata.metadata = c->initial;
+    return 1;
+}
+
 void rpc__call_finish_locked(rpc_call *c)
 {
     grpc_op ops[3];
@@ -324,11 +361,7 @@ void rpc__call_finish_locked(rpc_call *c)
         }
     }
     memset(ops, 0, sizeof ops);
-    if (!c->initial_md_sent) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-        n++;
-        c->initial_md_sent = true;
-    }
+    n += (size_t)rpc__call_initial_md_locked(c, &ops[n]);
     if (c->reply != NULL && c->code == GRPC_STATUS_OK) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = c->reply;
@@ -405,7 +438,7 @@ void rpc__call_handler_returned(rpc_call *c)
     c->on_cancel = NULL;
     if (!c->answered) {
         int w = atomic_load(&c->cancelled);
-        if (c->m->kind == RPC_METHOD_UNARY)
+        if (c->m->kind == RPC_METHOD_UNARY && !rpc__call_is_fallback(c))
             answer_locked(c, GRPC_STATUS_INTERNAL,
                           strdup("handler returned without a reply"), NULL, 0);
         else if (w == CANCEL_SHUTDOWN)
@@ -548,26 +581,29 @@ grpc_call *rpc_call_grpc(rpc_call *call)
     return call->call;
 }
 
-int rpc_call_add_trailer(rpc_call *call, const char *key, const char *value,
-                         size_t len)
+/* Appends key/value to a metadata list of the call (trailers or headers). */
+static int add_md(rpc_call *call, bool header, const char *key,
+                  const char *value, size_t len)
 {
     int rc = RPC_ERR_NOMEM;
-    if (call == NULL || key == NULL || value == NULL || key[0] == '\0' ||
-        strncmp(key, "grpc-", 5) == 0)
+    if (call == NULL || key == NULL || (value == NULL && len > 0) ||
+        key[0] == '\0' || strncmp(key, "grpc-", 5) == 0 || key[0] == ':')
         return RPC_ERR_INVALID;
     for (const char *k = key; *k; k++)
         if (!((*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') ||
               *k == '-' || *k == '_' || *k == '.'))
             return RPC_ERR_INVALID;
     pthread_mutex_lock(&call->mu);
-    if (call->status_started) {
+    if (call->status_started || (header && call->initial_md_sent)) {
         rc = RPC_ERR_STATE;
         goto out;
     }
-    rpc__md *t = realloc(call->trailers, (call->ntrailers + 1) * sizeof *t);
+    rpc__md **list = header ? &call->headers : &call->trailers;
+    size_t *n = header ? &call->nheaders : &call->ntrailers;
+    rpc__md *t = realloc(*list, (*n + 1) * sizeof *t);
     if (t == NULL)
         goto out;
-    call->trailers = t;
+    *list = t;
     char *k = strdup(key);
     char *v = malloc(len + 1);
     if (k == NULL || v == NULL) {
@@ -575,16 +611,29 @@ int rpc_call_add_trailer(rpc_call *call, const char *key, const char *value,
         free(v);
         goto out;
     }
-    memcpy(v, value, len);
+    if (len > 0)
+        memcpy(v, value, len);
     v[len] = '\0';
-    t[call->ntrailers].key = k;
-    t[call->ntrailers].value = v;
-    t[call->ntrailers].len = len;
-    call->ntrailers++;
+    t[*n].key = k;
+    t[*n].value = v;
+    t[*n].len = len;
+    (*n)++;
     rc = RPC_OK;
 out:
     pthread_mutex_unlock(&call->mu);
     return rc;
+}
+
+int rpc_call_add_trailer(rpc_call *call, const char *key, const char *value,
+                         size_t len)
+{
+    return add_md(call, false, key, value, len);
+}
+
+int rpc_call_add_header(rpc_call *call, const char *key, const char *value,
+                        size_t len)
+{
+    return add_md(call, true, key, value, len);
 }
 
 int rpc_call_reply_bytes(rpc_call *call, const uint8_t *data, size_t len)
@@ -682,5 +731,31 @@ out:
         rpc_status_destroy(*st);
         *st = NULL;
     }
+    return rc;
+}
+
+int rpc_call_finish_raw(rpc_call *call, grpc_status_code code,
+                        const char *message, const uint8_t *details,
+                        size_t details_len)
+{
+    char *msg = NULL;
+    uint8_t *d = NULL;
+    if (call == NULL || (int)code < 0 || (int)code > 16 ||
+        (details == NULL && details_len > 0))
+        return RPC_ERR_INVALID;
+    msg = strdup(message ? message : "");
+    if (msg == NULL)
+        return RPC_ERR_NOMEM;
+    if (details != NULL && details_len > 0) {
+        d = malloc(details_len);
+        if (d == NULL) {
+            free(msg);
+            return RPC_ERR_NOMEM;
+        }
+        memcpy(d, details, details_len);
+    }
+    pthread_mutex_lock(&call->mu);
+    int rc = answer_locked(call, code, msg, d, d ? details_len : 0);
+    pthread_mutex_unlock(&call->mu);
     return rc;
 }

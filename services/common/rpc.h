@@ -186,6 +186,10 @@ grpc_call *rpc_call_grpc(rpc_call *call);
  * Errors: INVALID, STATE (status already sent), NOMEM. */
 int rpc_call_add_trailer(rpc_call *call, const char *key, const char *value,
                          size_t len);
+/* Adds initial (response header) metadata; only before the first message
+ * or the status is sent. Same rules and errors as rpc_call_add_trailer. */
+int rpc_call_add_header(rpc_call *call, const char *key, const char *value,
+                        size_t len);
 
 /* Answers a unary call with `reply` (packed at once; the caller keeps
  * ownership). Errors: STATE (already answered or not unary), TOO_LARGE,
@@ -202,6 +206,12 @@ int rpc_call_fail(rpc_call *call, grpc_status_code code, const char *fmt, ...)
 /* Ends the call with a status carrying details; takes ownership of *st and
  * sets it to NULL (also on error). */
 int rpc_call_fail_status(rpc_call *call, rpc_status **st);
+/* Ends the call with a code, message and already-serialized google.rpc.Status
+ * details (copied; may be NULL), e.g. relayed from a backend by a proxy. Any
+ * code, OK included. Errors: STATE (already answered), INVALID, NOMEM. */
+int rpc_call_finish_raw(rpc_call *call, grpc_status_code code,
+                        const char *message, const uint8_t *details,
+                        size_t details_len);
 
 /* Queues a stream message (server-streaming or bidi). The message is packed at
  * once (caller keeps ownership). Blocks while the per-stream send queue is
@@ -217,6 +227,10 @@ int rpc_call_send_bytes(rpc_call *call, const uint8_t *data, size_t len);
  * half-closed: reply and return), CANCELLED, SHUTDOWN, DECODE (malformed
  * message; the stream stays usable), TOO_LARGE, STATE (not bidi). */
 int rpc_call_recv(rpc_call *call, ProtobufCMessage **msg);
+
+/* Reads the next raw message of a bidi or fallback call. *data is freed by
+ * the caller with free(). Errors as rpc_call_recv, except DECODE. */
+int rpc_call_recv_bytes(rpc_call *call, uint8_t **data, size_t *len);
 
 /* ---------------------------------------------------------------------------
  * Server.
@@ -262,10 +276,23 @@ int rpc_server_register(rpc_server *srv, const rpc_method_desc *method);
 int rpc_server_enable_health(rpc_server *srv);
 
 /* Serves grpc.reflection.v1 and v1alpha ServerReflection from a serialized
- * google.protobuf.FileDescriptorSet (borrowed for the server's life, e.g. the
- * embedded rpc_descriptor_set()). Before start. Errors: DECODE, NOMEM, STATE. */
+ * google.protobuf.FileDescriptorSet (e.g. the embedded rpc_descriptor_set();
+ * parsed at once, the bytes need not outlive the call). May be called again
+ * with more sets: their files add up (a file name already known is skipped).
+ * Before start. Errors: DECODE, NOMEM, STATE, FULL. */
 int rpc_server_enable_reflection(rpc_server *srv, const uint8_t *fds,
                                  size_t len);
+
+/* Routes every method nobody registered to `handler` (instead of answering
+ * UNIMPLEMENTED), e.g. the gateway's transparent proxy. The handler runs on a
+ * worker like a raw bidi call: `request` is NULL, rpc_call_method() names the
+ * method, rpc_call_recv_bytes() reads the client's messages until CLOSED,
+ * rpc_call_send_bytes() writes, rpc_call_finish_raw() or rpc_call_fail*()
+ * ends it (returning without an answer ends it OK). Such calls are counted
+ * under the method label "unknown" and, at shutdown, get the grace period
+ * like unary calls. Before start. Errors: INVALID, STATE. */
+int rpc_server_set_fallback(rpc_server *srv, rpc_handler_fn handler,
+                            void *user);
 
 typedef enum rpc_health_status {
     RPC_HEALTH_SERVING = 1,

@@ -94,6 +94,10 @@ struct rpc_call {
     size_t details_len;
     rpc__md *trailers;
     size_t ntrailers;
+    rpc__md *headers;
+    size_t nheaders;
+    grpc_metadata *initial; /* built from headers when first sent */
+    size_t ninitial;
     grpc_byte_buffer *reply; /* unary */
 
     /* Stream send queue. */
@@ -142,6 +146,7 @@ struct rpc_server {
 
     rpc__method *methods;
     size_t nmethods, capmethods;
+    rpc__method fallback; /* handler NULL: unknown methods are UNIMPLEMENTED */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -196,6 +201,12 @@ void rpc__call_run(void *item);
 /* After a handler returned: a default answer if it gave none, then the final
  * status once the send queue drains. Keeps the handler's reference. */
 void rpc__call_handler_returned(rpc_call *c);
+
+/* With c->mu held: fills `op` with SEND_INITIAL_METADATA (the call's headers)
+ * if it was not sent yet; returns 1 when it did, else 0. */
+int rpc__call_initial_md_locked(rpc_call *c, grpc_op *op);
+/* Whether the call is routed to the fallback handler. */
+bool rpc__call_is_fallback(const rpc_call *c);
 
 /* Streams (stream.c). */
 /* Queues a packed message from any thread without blocking; when the queue

@@ -65,6 +65,32 @@ static void slow_raw(rpc_call *call, const ProtobufCMessage *req, void *user)
     CHECK(rpc_call_reply_bytes(call, (const uint8_t *)"done", 4) == RPC_OK);
 }
 
+/* The fallback: echoes every message back, like a proxy relaying a backend,
+ * with a header and a trailer; "/any.Svc/Fail" relays a non-OK status. */
+static void fallback(rpc_call *call, const ProtobufCMessage *req, void *user)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc;
+    (void)req;
+    (void)user;
+    CHECK(rpc_call_add_header(call, "x-proxied", "yes", 3) == RPC_OK);
+    CHECK(rpc_call_add_header(call, "grpc-status", "0", 1) == RPC_ERR_INVALID);
+    while ((rc = rpc_call_recv_bytes(call, &data, &len)) == RPC_OK) {
+        CHECK(rpc_call_send_bytes(call, data, len) == RPC_OK);
+        free(data);
+    }
+    CHECK(rc == RPC_ERR_CLOSED);
+    CHECK(rpc_call_add_header(call, "x-late", "no", 2) == RPC_ERR_STATE ||
+          strcmp(rpc_call_method(call), "/any.Svc/Fail") == 0);
+    CHECK(rpc_call_add_trailer(call, "x-trailer", "t", 1) == RPC_OK);
+    if (strcmp(rpc_call_method(call), "/any.Svc/Fail") == 0) {
+        static const uint8_t details[] = {0x08, 0x0a};
+        CHECK(rpc_call_finish_raw(call, GRPC_STATUS_ABORTED, "relayed", details,
+                                  sizeof details) == RPC_OK);
+    }
+}
+
 /* --- client side ---------------------------------------------------------- */
 
 static grpc_byte_buffer *bytes(const void *data, size_t len)
@@ -284,6 +310,35 @@ static void test_registration_rules(rpc_server *srv)
     CHECK(rpc_server_enable_health(srv) == RPC_ERR_STATE);
 }
 
+static void test_fallback(void)
+{
+    rpc_server *srv = NULL;
+    rpc_server_options o;
+    int port = 0;
+    char t[64], got[32];
+    size_t n = 0;
+    rpc_server_options_init(&o);
+    o.worker_threads = 2;
+    CHECK(rpc_server_create(&o, &srv) == RPC_OK);
+    CHECK(rpc_server_set_fallback(srv, NULL, NULL) == RPC_ERR_INVALID);
+    CHECK(rpc_server_set_fallback(srv, fallback, NULL) == RPC_OK);
+    CHECK(rpc_server_start(srv, &port) == RPC_OK);
+    CHECK(rpc_server_set_fallback(srv, fallback, NULL) == RPC_ERR_STATE);
+    snprintf(t, sizeof t, "127.0.0.1:%d", port);
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(t, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    CHECK(unary(ch, "/any.Svc/Do", "relay me", 8, (uint8_t *)got, sizeof got,
+                &n) == GRPC_STATUS_OK);
+    CHECK(n == 8 && memcmp(got, "relay me", 8) == 0);
+    CHECK(unary(ch, "/any.Svc/Fail", "x", 1, NULL, 0, NULL) ==
+          GRPC_STATUS_ABORTED);
+    grpc_channel_destroy(ch);
+    bool all = false;
+    CHECK(rpc_server_shutdown(srv, 5000, &all) == RPC_OK && all);
+    rpc_server_destroy(srv);
+}
+
 struct shutdown_arg {
     rpc_server *srv;
     bool all;
@@ -354,6 +409,8 @@ int main(void)
     fprintf(stderr, "done test_streams\n");
     test_registration_rules(srv);
     fprintf(stderr, "done test_registration_rules\n");
+    test_fallback();
+    fprintf(stderr, "done test_fallback\n");
 
     /* Graceful shutdown with a call in flight: it completes. */
     struct slow_arg sa = {ch, GRPC_STATUS_UNKNOWN, ""};

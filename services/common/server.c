@@ -125,6 +125,8 @@ int rpc_server_create(const rpc_server_options *opts, rpc_server **out)
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     srv->opts = *opts;
+    /* Calls routed to the fallback share one metrics label. */
+    srv->fallback.name = (char *)"unknown";
 #define DEFAULT_(f)        \
     if (srv->opts.f == 0)  \
         srv->opts.f = d.f;
@@ -249,6 +251,19 @@ int rpc__server_register_inline(rpc_server *srv, const char *name,
     m.stop = stop;
     m.user = user;
     return add_method(srv, &m);
+}
+
+int rpc_server_set_fallback(rpc_server *srv, rpc_handler_fn handler,
+                            void *user)
+{
+    if (srv == NULL || handler == NULL)
+        return RPC_ERR_INVALID;
+    if (atomic_load(&srv->state) != SRV_CREATED)
+        return RPC_ERR_STATE;
+    srv->fallback.kind = RPC_METHOD_BIDI_STREAM;
+    srv->fallback.handler = handler;
+    srv->fallback.user = user;
+    return RPC_OK;
 }
 
 static void request_done(rpc__tag *tag, bool ok);
@@ -394,7 +409,8 @@ static void request_done(rpc__tag *tag, bool ok)
             memcpy(name, GRPC_SLICE_START_PTR(r->details.method),
                    GRPC_SLICE_LENGTH(r->details.method));
             name[GRPC_SLICE_LENGTH(r->details.method)] = '\0';
-            accept_call(srv, NULL, gcall, &r->md, r->details.deadline, name, NULL);
+            accept_call(srv, srv->fallback.handler ? &srv->fallback : NULL,
+                        gcall, &r->md, r->details.deadline, name, NULL);
             free(name);
         } else {
             grpc_call_cancel_with_status(gcall, GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -581,7 +597,8 @@ int rpc_server_shutdown(rpc_server *srv, int64_t grace_ms, bool *all_finished)
     pthread_mutex_lock(&srv->mu);
     streams = calloc(srv->ncalls ? srv->ncalls : 1, sizeof *streams);
     for (rpc_call *c = srv->calls; c != NULL && streams != NULL; c = c->next) {
-        if (c->m != NULL && c->m->kind != RPC_METHOD_UNARY) {
+        if (c->m != NULL && c->m->kind != RPC_METHOD_UNARY &&
+            !rpc__call_is_fallback(c)) {
             rpc__call_ref(c);
             streams[nstreams++] = c;
         }

@@ -54,11 +54,7 @@ void rpc__stream_kick_locked(rpc_call *c)
     c->qhead = (c->qhead + 1) % c->qcap;
     c->qlen--;
     memset(ops, 0, sizeof ops);
-    if (!c->initial_md_sent) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-        n++;
-        c->initial_md_sent = true;
-    }
+    n += (size_t)rpc__call_initial_md_locked(c, &ops[n]);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = c->sending;
     n++;
@@ -208,16 +204,12 @@ void rpc__stream_recv_done(rpc__tag *tag, bool ok)
     rpc__call_unref_unlock(c);
 }
 
-int rpc_call_recv(rpc_call *call, ProtobufCMessage **msg)
+/* Waits for the next message of a bidi or fallback call; *out is the read
+ * slice (caller unrefs). */
+static int recv_slice(rpc_call *call, grpc_slice *out)
 {
     int rc = RPC_OK;
     grpc_byte_buffer *bb = NULL;
-    grpc_slice s;
-    char err[256];
-    if (call == NULL || msg == NULL)
-        return RPC_ERR_INVALID;
-    if (call->m == NULL || call->m->kind != RPC_METHOD_BIDI_STREAM)
-        return RPC_ERR_STATE;
     pthread_mutex_lock(&call->mu);
     if (!call->recv_in_flight && call->recv_buf == NULL && !call->recv_closed &&
         cancelled_err(call) == RPC_OK) {
@@ -254,16 +246,55 @@ int rpc_call_recv(rpc_call *call, ProtobufCMessage **msg)
     pthread_mutex_unlock(&call->mu);
     if (bb == NULL)
         return rc;
-    rc = rpc__buffer_read(bb, &s);
+    rc = rpc__buffer_read(bb, out);
     grpc_byte_buffer_destroy(bb);
     if (rc != RPC_OK)
         return rc;
-    if (GRPC_SLICE_LENGTH(s) > call->srv->opts.max_recv_message_bytes) {
-        grpc_slice_unref(s);
+    if (GRPC_SLICE_LENGTH(*out) > call->srv->opts.max_recv_message_bytes) {
+        grpc_slice_unref(*out);
         return RPC_ERR_TOO_LARGE;
     }
+    return RPC_OK;
+}
+
+int rpc_call_recv(rpc_call *call, ProtobufCMessage **msg)
+{
+    grpc_slice s;
+    char err[256];
+    if (call == NULL || msg == NULL)
+        return RPC_ERR_INVALID;
+    if (call->m == NULL || call->m->kind != RPC_METHOD_BIDI_STREAM ||
+        call->m->request == NULL)
+        return RPC_ERR_STATE;
+    int rc = recv_slice(call, &s);
+    if (rc != RPC_OK)
+        return rc;
     rc = rpc__decode(call->m->request, GRPC_SLICE_START_PTR(s),
                      GRPC_SLICE_LENGTH(s), msg, err, sizeof err);
     grpc_slice_unref(s);
     return rc;
+}
+
+int rpc_call_recv_bytes(rpc_call *call, uint8_t **data, size_t *len)
+{
+    grpc_slice s;
+    if (call == NULL || data == NULL || len == NULL)
+        return RPC_ERR_INVALID;
+    if (call->m == NULL || call->m->kind != RPC_METHOD_BIDI_STREAM)
+        return RPC_ERR_STATE;
+    int rc = recv_slice(call, &s);
+    if (rc != RPC_OK)
+        return rc;
+    size_t n = GRPC_SLICE_LENGTH(s);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL) {
+        grpc_slice_unref(s);
+        return RPC_ERR_NOMEM;
+    }
+    if (n > 0)
+        memcpy(buf, GRPC_SLICE_START_PTR(s), n);
+    grpc_slice_unref(s);
+    *data = buf;
+    *len = n;
+    return RPC_OK;
 }
