@@ -231,6 +231,16 @@ out:
     return rc;
 }
 
+void rpc__health_start(rpc_server *srv)
+{
+    struct rpc__health *h = srv->health;
+    pthread_mutex_lock(&h->mu);
+    bool known = find(h, "") != NULL;
+    pthread_mutex_unlock(&h->mu);
+    if (!known)
+        rpc_health_set(srv, "", RPC_HEALTH_SERVING);
+}
+
 void rpc__health_shutdown(rpc_server *srv)
 {
     struct rpc__health *h = srv->health;

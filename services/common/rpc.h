@@ -272,7 +272,8 @@ int rpc_server_create(const rpc_server_options *opts, rpc_server **out);
 int rpc_server_register(rpc_server *srv, const rpc_method_desc *method);
 
 /* Serves grpc.health.v1.Health (Check, Watch). Before start. The whole-server
- * entry "" is SERVING once started and NOT_SERVING when shutdown begins. */
+ * entry "" is SERVING once started (unless set before start) and every entry
+ * is NOT_SERVING once shutdown begins. */
 int rpc_server_enable_health(rpc_server *srv);
 
 /* Serves grpc.reflection.v1 and v1alpha ServerReflection from a serialized

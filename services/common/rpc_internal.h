@@ -241,6 +241,8 @@ int rpc__server_register_inline(rpc_server *srv, const char *name,
 /* Health (health.c). */
 struct rpc__health;
 void rpc__health_destroy(struct rpc__health *h);
+/* Start: "" becomes SERVING unless the service set it already. */
+void rpc__health_start(rpc_server *srv);
 /* Shutdown: everything NOT_SERVING. */
 void rpc__health_shutdown(rpc_server *srv);
 

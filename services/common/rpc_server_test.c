@@ -307,6 +307,14 @@ static void test_registration_rules(rpc_server *srv)
     rpc_server_destroy(s2);
     rpc_server_destroy(NULL);
     CHECK(rpc_server_register(srv, &ok) == RPC_ERR_STATE);
+
+    /* A port already in use fails at start, and the server still frees. */
+    rpc_server_options_init(&o);
+    o.listen_addr = target;
+    CHECK(rpc_server_create(&o, &s2) == RPC_OK);
+    CHECK(rpc_server_register(s2, &ok) == RPC_OK);
+    CHECK(rpc_server_start(s2, NULL) == RPC_ERR_BIND);
+    rpc_server_destroy(s2);
     CHECK(rpc_server_enable_health(srv) == RPC_ERR_STATE);
 }
 

@@ -541,11 +541,14 @@ int rpc_server_start(rpc_server *srv, int *port)
         srv->ncq_threads++;
     }
     if (srv->health != NULL)
-        rpc_health_set(srv, "", RPC_HEALTH_SERVING);
+        rpc__health_start(srv);
     if (port != NULL)
         *port = bound;
     rc = RPC_OK;
 out:
+    /* A half-started server is torn down by rpc_server_destroy. */
+    if (rc != RPC_OK)
+        atomic_store(&srv->state, SRV_STOPPED);
     return rc;
 }
 

@@ -360,6 +360,11 @@ class ShutdownTest(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log())
             ch.close()
 
+    def test_sigint_exits_zero(self):
+        with lib.Server(SERVER) as srv:
+            self.assertEqual(srv.stop(signal.SIGINT), 0, srv.log())
+            self.assertIn("shutting down (SIGINT)", srv.log())
+
     def test_grace_period_cancels_stuck_calls(self):
         with lib.Server(SERVER, ["--grace-period=500ms"]) as srv:
             ch = channel_for(srv)
