@@ -5,6 +5,10 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# For tests of this script: look for the probes under another root, and only
+# report what is missing instead of installing it.
+root=${AGENTMESH_SETUP_ROOT:-}
+check_only=${AGENTMESH_SETUP_CHECK_ONLY:-0}
 
 # Debian package -> a file or command that proves it is usable.
 packages=(
@@ -40,18 +44,18 @@ missing=()
 for entry in "${packages[@]}"; do
   pkg=${entry%%:*}
   probe=${entry#*:}
-  if [ ! -e "$probe" ]; then
+  if [ ! -e "$root$probe" ]; then
     # node and npm may come from elsewhere than Debian's package; accept them.
     case "$pkg" in
-      nodejs) command -v node >/dev/null 2>&1 && continue ;;
-      npm) command -v npm >/dev/null 2>&1 && continue ;;
+      nodejs) [ -z "$root" ] && command -v node >/dev/null 2>&1 && continue ;;
+      npm) [ -z "$root" ] && command -v npm >/dev/null 2>&1 && continue ;;
     esac
     missing+=("$pkg")
   fi
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || [ "$check_only" = 1 ]; then
     say "missing Debian packages: ${missing[*]}"
     say "install them as root:  apt-get update && apt-get install -y ${missing[*]}"
     exit 1
@@ -74,10 +78,10 @@ for entry in "${packages[@]}"; do
   pkg=${entry%%:*}
   probe=${entry#*:}
   case "$pkg" in
-    nodejs) command -v node >/dev/null 2>&1 && continue ;;
-    npm) command -v npm >/dev/null 2>&1 && continue ;;
+    nodejs) [ -z "$root" ] && command -v node >/dev/null 2>&1 && continue ;;
+    npm) [ -z "$root" ] && command -v npm >/dev/null 2>&1 && continue ;;
   esac
-  if [ ! -e "$probe" ]; then
+  if [ ! -e "$root$probe" ]; then
     say "still missing $probe: install the Debian package '$pkg' (apt-get install $pkg)"
     bad=1
   fi
@@ -91,6 +95,7 @@ done
 [ "$bad" -eq 0 ] || exit 1
 
 # Node test clients, exactly as locked.
+[ "$check_only" = 1 ] && exit 0
 if [ ! -d "$here/node_modules/@grpc/grpc-js" ] || [ ! -d "$here/node_modules/nats" ] ||
    [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
   say "installing Node test dependencies from package-lock.json"
