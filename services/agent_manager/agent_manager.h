@@ -26,6 +26,8 @@ typedef struct am_options {
     int64_t heartbeat_timeout_ms; /* silence before OFFLINE (default 30000) */
     size_t max_input_bytes;       /* task input/output/error (256 KiB) */
     uint64_t snapshot_every;      /* events between snapshots (1000; 0 off) */
+    struct metrics_registry *metrics; /* borrowed for the service's life;
+                                         NULL = no metrics */
 } am_options;
 
 void am_options_init(am_options *opts);

@@ -1,8 +1,8 @@
 /* Liveness: the Heartbeat command and the monitor thread. A heartbeat from
  * an ONLINE agent only refreshes its last-seen time in memory (no event); one
  * from an OFFLINE agent records AgentWentOnline. The monitor records
- * AgentWentOffline for agents silent longer than the timeout, and writes the
- * periodic state snapshots. */
+ * AgentWentOffline for agents silent longer than the timeout, writes the
+ * periodic state snapshots and refreshes the metrics. */
 #include <errno.h>
 #include <grpc/status.h>
 #include <stdio.h>
@@ -164,13 +164,15 @@ static void *monitor_main(void *arg)
         check_silence(s);
         bool due = s->opts.snapshot_every &&
                    s->st.applied - s->snap_applied >= s->opts.snapshot_every;
+        pthread_mutex_unlock(&s->mu);
         if (due) {
-            pthread_mutex_unlock(&s->mu);
             int rc = am_service_snapshot(s);
             if (rc)
                 LOG_WARN("agent-manager: snapshot failed: %s", es_strerror(rc));
-            pthread_mutex_lock(&s->mu);
         }
+        if (s->stats)
+            am_stats_refresh(s, s->stats);
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

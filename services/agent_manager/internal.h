@@ -10,6 +10,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "services/agent_manager/agent_manager.h"
+#include "services/common/metrics.h"
 #include "services/agent_manager/state.h"
 
 #define AM_UUID_LEN 36
@@ -55,6 +56,8 @@ typedef struct am_ctx_buf {
 void am_ctx_followup(am_ctx_buf *b, const am_ctx *parent,
                      const uint8_t *cause);
 
+typedef struct am_stats am_stats;
+
 /* One append in flight: decided under the lock, run without it. */
 typedef struct am_op {
     struct am_op *prev, *next;
@@ -82,7 +85,14 @@ struct am_service {
     bool monitor_started;
     bool stopping;
     pthread_cond_t monitor_cv;
+    am_stats *stats;          /* NULL without a metrics registry */
 };
+
+/* Metrics (stats.c): created on the options' registry, refreshed by the
+ * monitor thread without s->mu held. */
+int am_stats_create(metrics_registry *reg, am_stats **out);
+void am_stats_destroy(am_stats *st);
+void am_stats_refresh(am_service *s, am_stats *st);
 
 /* With s->mu held: registers op, marks its entities busy, appends without
  * the lock, applies what was committed and releases the entities; returns

@@ -125,6 +125,7 @@ int main(int argc, char **argv)
     ao.heartbeat_timeout_ms = hb_ms;
     ao.max_input_bytes = (size_t)max_input;
     ao.snapshot_every = (uint64_t)snap_every;
+    ao.metrics = rpc_runtime_metrics(rt);
     if ((rc = am_service_create(&ao, &svc)) != ES_OK) {
         LOG_ERROR("agent-manager: cannot load the state: %s", es_strerror(rc));
         goto out;

@@ -82,6 +82,10 @@ int am_service_create(const am_options *opts, am_service **out)
              (long long)(now - t0), s->st.n_agents, s->st.n_tasks,
              s->st.n_pending, (unsigned long long)s->st.max_applied,
              (unsigned long long)after, (unsigned long long)s->st.applied);
+    if (opts->metrics && am_stats_create(opts->metrics, &s->stats)) {
+        rc = ES_NOMEM;
+        goto out;
+    }
     if (am_monitor_start(s)) {
         rc = ES_IO;
         goto out;
@@ -90,6 +94,7 @@ int am_service_create(const am_options *opts, am_service **out)
     s = NULL;
 out:
     if (s) {
+        am_stats_destroy(s->stats);
         am_state_free(&s->st);
         pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
@@ -109,6 +114,7 @@ void am_service_destroy(am_service *s)
             LOG_WARN("agent-manager: final snapshot failed: %s",
                      es_strerror(rc));
     }
+    am_stats_destroy(s->stats);
     am_state_free(&s->st);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);

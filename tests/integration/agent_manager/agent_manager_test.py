@@ -484,6 +484,24 @@ class AgentManagerTest(unittest.TestCase):
         self.assertEqual(ev.type, "agentmesh.v1.TaskCancelled")
         filtered.cancel()
 
+    def test_metrics(self):
+        self.c.SubmitTask(required_capabilities=[uid("metrics")])
+        last = self.c.ReadAll(direction=BACKWARD, limit=1).events[0].position
+
+        def refreshed():
+            text = metrics(self.server)
+            pos = lib.metric_value(text, "agentmesh_eventstore_last_position")
+            pending = lib.metric_value(text, "agentmesh_tasks",
+                                       {"state": "TASK_STATE_PENDING"})
+            return pos is not None and pos >= last and pending and text
+        text = lib.poll_until(refreshed, what="refreshed metrics")
+        self.assertGreater(lib.metric_value(text, "agentmesh_eventstore_commits_total"), 0)
+        self.assertGreater(lib.metric_value(text, "agentmesh_agents",
+                                            {"status": "AGENT_STATUS_ONLINE"}), 0)
+        self.assertIsNotNone(lib.metric_value(
+            text, "agentmesh_rpc_requests_total",
+            {"method": "/agentmesh.v1.AgentManager/SubmitTask", "code": "OK"}))
+
     # ---- health and reflection -------------------------------------------
 
     def test_health(self):
