@@ -252,29 +252,31 @@ static int child_get(metrics_family *f, const char *const *values,
         f->children = c;
         f->capchildren = cap;
     }
+    int rc = METRICS_ERR_NOMEM;
     struct child ch = {0};
     ch.values = calloc(f->nlabels ? f->nlabels : 1, sizeof *ch.values);
     if (ch.values == NULL)
-        return METRICS_ERR_NOMEM;
+        goto out;
     if (f->kind == KIND_HISTOGRAM) {
         ch.buckets = calloc(f->nbounds + 1, sizeof *ch.buckets);
         if (ch.buckets == NULL)
-            goto fail;
+            goto out;
     }
     for (size_t j = 0; j < f->nlabels; j++) {
         ch.values[j] = strdup(values[j]);
         if (ch.values[j] == NULL)
-            goto fail;
+            goto out;
     }
     f->children[f->nchildren] = ch;
     *out = &f->children[f->nchildren++];
-    return METRICS_OK;
-fail:
-    for (size_t j = 0; j < f->nlabels; j++)
+    memset(&ch, 0, sizeof ch); /* owned by the family now */
+    rc = METRICS_OK;
+out:
+    for (size_t j = 0; ch.values != NULL && j < f->nlabels; j++)
         free(ch.values[j]);
     free(ch.values);
     free(ch.buckets);
-    return METRICS_ERR_NOMEM;
+    return rc;
 }
 
 static int update(metrics_family *f, kind k, const char *const *values,

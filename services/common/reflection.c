@@ -162,16 +162,15 @@ static int index_file(struct rpc__reflection *r,
         return RPC_ERR_FULL;
     nf.name = strdup(f->name);
     if (nf.name == NULL)
-        goto fail;
+        goto out;
     rc = rpc__pack(&f->base, 0, &nf.data, &nf.len);
     if (rc != RPC_OK)
-        goto fail;
+        goto out;
+    rc = RPC_ERR_NOMEM;
     if (f->n_dependency > 0) {
         nf.deps = calloc(f->n_dependency, sizeof *nf.deps);
-        if (nf.deps == NULL) {
-            rc = RPC_ERR_NOMEM;
-            goto fail;
-        }
+        if (nf.deps == NULL)
+            goto out;
     }
     for (size_t i = 0; i < f->n_dependency; i++) {
         /* protoc --include_imports lists dependencies before dependents. */
@@ -180,13 +179,12 @@ static int index_file(struct rpc__reflection *r,
             nf.deps[nf.ndeps++] = (size_t)d;
     }
     struct file *files = realloc(r->files, (r->nfiles + 1) * sizeof *files);
-    if (files == NULL) {
-        rc = RPC_ERR_NOMEM;
-        goto fail;
-    }
+    if (files == NULL)
+        goto out;
     r->files = files;
     size_t idx = r->nfiles;
     r->files[r->nfiles++] = nf;
+    memset(&nf, 0, sizeof nf); /* owned by r->files now */
     const char *pkg = f->package ? f->package : "";
     rc = RPC_OK;
     for (size_t i = 0; rc == RPC_OK && i < f->n_message_type; i++)
@@ -202,8 +200,7 @@ static int index_file(struct rpc__reflection *r,
     }
     if (rc == RPC_OK)
         rc = add_extensions(r, f->extension, f->n_extension, idx);
-    return rc;
-fail:
+out:
     free(nf.name);
     free(nf.data);
     free(nf.deps);
