@@ -66,7 +66,12 @@ int rpc__call_create(rpc_server *srv, const rpc__method *m, grpc_call *gcall,
     if (c == NULL)
         return RPC_ERR_NOMEM;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    /* Waits are bounded by the deadline, which is on CLOCK_MONOTONIC. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
     c->srv = srv;
     c->m = m;
     c->call = gcall;
