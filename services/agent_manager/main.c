@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "eventstore/eventstore.h"
 #include "services/agent_manager/agent_manager.h"
@@ -157,12 +158,23 @@ out:
     /* rpc_runtime_run returns once every handler has returned. Publishing
      * what is committed gets a moment while NATS is reachable; the rest goes
      * out from the checkpoint at the next start. */
-    if (outbox) {
-        bus_outbox_stats st;
-        bool up = bus_outbox_stats_get(outbox, &st) == BUS_OK && st.connected;
-        bus_outbox_stop(outbox, up ? 2000 : 0);
-    }
     am_service_destroy(svc);
+    if (outbox) {
+        bus_outbox_stats st = {0};
+        if (bus_outbox_stats_get(outbox, &st) != BUS_OK || !st.connected) {
+            /* bus_outbox_stop crashes in libnats when NATS is unreachable
+             * (js_PublishAsyncGetPendingList on a context without a live
+             * connection). Every commit is already durable and the final
+             * snapshot written: leave the relay to the process exit. */
+            LOG_WARN("agent-manager: NATS unreachable; %llu events wait in "
+                     "the log for the next start",
+                     (unsigned long long)(st.last_position - st.checkpoint));
+            if (exit_code == 0)
+                LOG_INFO("agent-manager: stopped");
+            _exit(exit_code);
+        }
+        bus_outbox_stop(outbox, 2000);
+    }
     rpc_runtime_destroy(rt);
     am_grpc_destroy(grpc);
     esapi_destroy(api);

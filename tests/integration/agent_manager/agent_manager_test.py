@@ -676,6 +676,23 @@ class OutboxTest(unittest.TestCase):
         lib.poll_until(up, what="nats-server")
         return proc
 
+    def test_sigterm_with_nats_unreachable(self):
+        data = tempfile.mkdtemp(prefix="am-nonats-")
+        url = "nats://127.0.0.1:%d" % lib.free_port()
+        try:
+            server = start_server(os.path.join(data, "agents"), nats_url=url)
+            c = Client(server.grpc_target)
+            t = c.SubmitTask(required_capabilities=["q"])
+            c.close()
+            self.assertEqual(server.stop(), 0, server.log())
+            server = start_server(os.path.join(data, "agents"), nats_url=url)
+            c = Client(server.grpc_target)
+            self.assertEqual(c.GetTask(task_id=t.task_id).state, PENDING)
+            c.close()
+            self.assertEqual(server.stop(), 0, server.log())
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+
     def test_events_published_and_nats_outage(self):
         data = tempfile.mkdtemp(prefix="am-nats-")
         port = lib.free_port()
