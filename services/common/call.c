@@ -681,6 +681,8 @@ int rpc_call_reply(rpc_call *call, const ProtobufCMessage *reply)
         return RPC_ERR_INVALID;
     if (call->m == NULL || call->m->kind != RPC_METHOD_UNARY)
         return RPC_ERR_STATE;
+    if (call->m->reply != NULL && reply->descriptor != call->m->reply)
+        return RPC_ERR_INVALID;
     int rc = rpc__pack(reply, call->srv->opts.max_send_message_bytes, &data,
                        &len);
     if (rc != RPC_OK)

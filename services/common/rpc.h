@@ -102,7 +102,8 @@ typedef struct rpc_call rpc_call;
  * Server streaming: send any number of messages with rpc_call_send(), then
  *   return; the stream ends with OK unless rpc_call_fail*() was called.
  * Bidi streaming: `request` is NULL; read with rpc_call_recv() and write with
- *   rpc_call_send() until rpc_call_recv() answers RPC_ERR_CLOSED.
+ *   rpc_call_send() until rpc_call_recv() answers RPC_ERR_CLOSED (bidi
+ *   methods need a request descriptor).
  * `request` is the decoded request (borrowed; freed by the runtime after the
  * handler returns); for methods registered without descriptors it is NULL and
  * rpc_call_request_bytes() gives the raw bytes. */
@@ -192,8 +193,8 @@ int rpc_call_add_header(rpc_call *call, const char *key, const char *value,
                         size_t len);
 
 /* Answers a unary call with `reply` (packed at once; the caller keeps
- * ownership). Errors: STATE (already answered or not unary), TOO_LARGE,
- * NOMEM, CANCELLED. */
+ * ownership). Errors: INVALID (not the registered reply type), STATE
+ * (already answered or not unary), TOO_LARGE, NOMEM, CANCELLED. */
 int rpc_call_reply(rpc_call *call, const ProtobufCMessage *reply);
 /* The same with already-serialized bytes (copied). */
 int rpc_call_reply_bytes(rpc_call *call, const uint8_t *data, size_t len);
@@ -215,7 +216,8 @@ int rpc_call_finish_raw(rpc_call *call, grpc_status_code code,
 
 /* Queues a stream message (server-streaming or bidi). The message is packed at
  * once (caller keeps ownership). Blocks while the per-stream send queue is
- * full. Errors: CANCELLED (client gone or deadline: stop producing),
+ * full. Errors: INVALID (not the registered reply type), CANCELLED (client
+ * gone or deadline: stop producing),
  * SHUTDOWN (server stopping: return from the handler), STATE (not a stream,
  * or status already set), TOO_LARGE, NOMEM. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg);

@@ -185,6 +185,9 @@ int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg)
     size_t len = 0;
     if (call == NULL || msg == NULL)
         return RPC_ERR_INVALID;
+    if (call->m != NULL && call->m->reply != NULL &&
+        msg->descriptor != call->m->reply)
+        return RPC_ERR_INVALID;
     int rc = rpc__pack(msg, call->srv->opts.max_send_message_bytes, &data, &len);
     if (rc != RPC_OK)
         return rc;
