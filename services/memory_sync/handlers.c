@@ -66,6 +66,76 @@ static void ctx_init(call_ctx *c, rpc_call *call)
     c->ctx.traceparent = c->traceparent;
 }
 
+/* protobuf-c hands strings over NUL-terminated, so a string holding a NUL
+ * would arrive cut short ("a\0b" read as "a"): walk the raw request (already
+ * decoded once, so well-formed; bounds are checked anyway) and refuse any
+ * string field, at any depth, that holds one. */
+static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+static bool has_nul_string(const ProtobufCMessageDescriptor *d,
+                           const uint8_t *p, size_t len, int depth)
+{
+    const uint8_t *end = p + len;
+    if (depth > 8)
+        return false;
+    while (p < end) {
+        uint64_t tag, n;
+        if (!varint(&p, end, &tag))
+            return false;
+        switch (tag & 7) {
+        case 0:
+            if (!varint(&p, end, &n))
+                return false;
+            break;
+        case 1:
+            p += (size_t)(end - p) < 8 ? (size_t)(end - p) : 8;
+            break;
+        case 5:
+            p += (size_t)(end - p) < 4 ? (size_t)(end - p) : 4;
+            break;
+        case 2: {
+            if (!varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return false;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n))
+                return true;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                has_nul_string(f->descriptor, p, n, depth + 1))
+                return true;
+            p += n;
+            break;
+        }
+        default:
+            return false;
+        }
+    }
+    return false;
+}
+
+/* Answers INVALID_ARGUMENT and returns true when a string holds a NUL. */
+static bool refuse_nul(rpc_call *call, const ProtobufCMessage *request)
+{
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    if (rpc_call_request_bytes(call, &data, &len) != RPC_OK ||
+        !has_nul_string(request->descriptor, data, len, 0))
+        return false;
+    rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                  "strings (namespace, key, replica_id, ...) must not contain NUL");
+    return true;
+}
+
 static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
                    const ms_error *err)
 {
@@ -85,6 +155,8 @@ static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
         call_ctx c;                                                            \
         ms_error err = {{0}};                                                  \
         RepT *reply = NULL;                                                    \
+        if (refuse_nul(call, request))                                         \
+            return;                                                            \
         ctx_init(&c, call);                                                    \
         int code = fn(g->svc, &c.ctx, (const ReqT *)request, &reply, &err);    \
         answer(call, code, reply ? &reply->base : NULL, &err);                 \
@@ -97,6 +169,8 @@ static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
         ms_grpc *g = user;                                                     \
         ms_error err = {{0}};                                                  \
         RepT *reply = NULL;                                                    \
+        if (refuse_nul(call, request))                                         \
+            return;                                                            \
         int code = fn(g->svc, (const ReqT *)request, &reply, &err);            \
         answer(call, code, reply ? &reply->base : NULL, &err);                 \
     }
@@ -140,6 +214,8 @@ static void h_watch(rpc_call *call, const ProtobufCMessage *request, void *user)
     es_sub *sub = NULL;
     int rc;
 
+    if (refuse_nul(call, request))
+        goto out;
     if ((rc = ms_watch_begin(g->svc, req, &start, &err))) {
         rpc_call_fail(call, (grpc_status_code)rc, "%s", err.message);
         goto out;
