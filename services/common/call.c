@@ -83,10 +83,7 @@ int rpc__call_create(rpc_server *srv, const rpc__method *m, grpc_call *gcall,
     clock_gettime(CLOCK_MONOTONIC, &c->started);
     c->deadline = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
     c->method_name = strdup(method_name);
-    char *peer = grpc_call_get_peer(gcall);
-    c->peer = strdup(peer ? peer : "");
-    gpr_free(peer);
-    if (c->method_name == NULL || c->peer == NULL)
+    if (c->method_name == NULL)
         goto out;
     if (md != NULL && md->count > 0) {
         c->md = calloc(md->count, sizeof *c->md);
@@ -469,9 +466,24 @@ const char *rpc_call_method(const rpc_call *call)
     return call->method_name;
 }
 
+const char *rpc__call_peer_locked(rpc_call *c)
+{
+    /* Looked up on first use: most calls never ask. */
+    if (c->peer == NULL) {
+        char *peer = grpc_call_get_peer(c->call);
+        c->peer = strdup(peer ? peer : "");
+        gpr_free(peer);
+    }
+    return c->peer ? c->peer : "";
+}
+
 const char *rpc_call_peer(const rpc_call *call)
 {
-    return call->peer;
+    rpc_call *c = (rpc_call *)call;
+    pthread_mutex_lock(&c->mu);
+    const char *p = rpc__call_peer_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return p;
 }
 
 int rpc_call_metadata(const rpc_call *call, const char *key,

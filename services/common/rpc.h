@@ -128,7 +128,8 @@ typedef struct rpc_method_desc {
 
 /* The full method name ("/pkg.Service/Method"); borrowed for the handler. */
 const char *rpc_call_method(const rpc_call *call);
-/* The client's address as gRPC reports it ("ipv4:127.0.0.1:5555"). */
+/* The client's address as gRPC reports it ("ipv4:127.0.0.1:5555"); "" if
+ * unknown. Borrowed until the handler returns. */
 const char *rpc_call_peer(const rpc_call *call);
 
 /* The first value of request metadata `key` (lower-case, as gRPC delivers

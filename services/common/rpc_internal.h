@@ -205,6 +205,8 @@ void rpc__call_handler_returned(rpc_call *c);
 /* With c->mu held: fills `op` with SEND_INITIAL_METADATA (the call's headers)
  * if it was not sent yet; returns 1 when it did, else 0. */
 int rpc__call_initial_md_locked(rpc_call *c, grpc_op *op);
+/* The peer address, looked up on first use; with c->mu held. */
+const char *rpc__call_peer_locked(rpc_call *c);
 /* Whether the call is routed to the fallback handler. */
 bool rpc__call_is_fallback(const rpc_call *c);
 
@@ -229,6 +231,7 @@ int rpc__pack(const ProtobufCMessage *msg, size_t max, uint8_t **out,
 
 /* Metrics helpers (server.c). */
 const char *rpc__code_name(grpc_status_code code);
+/* Records a finished call's metrics (and debug log line); c->mu held. */
 void rpc__record(rpc_call *c, grpc_status_code code);
 
 /* Internal registration (server.c). */

@@ -44,6 +44,7 @@ const char *rpc__code_name(grpc_status_code code)
     return code_names[code];
 }
 
+/* Called with c->mu held (from rpc__call_finish_locked). */
 void rpc__record(rpc_call *c, grpc_status_code code)
 {
     rpc_server *srv = c->srv;
@@ -64,7 +65,7 @@ void rpc__record(rpc_call *c, grpc_status_code code)
         snprintf(ms, sizeof ms, "%.3f", secs * 1000);
         log_ctx_from_traceparent(c->traceparent, tp, &ctx);
         const char *kv[] = {"method", c->method_name, "code", labels[1],
-                            "duration_ms", ms, "peer", c->peer,
+                            "duration_ms", ms, "peer", rpc__call_peer_locked(c),
                             "actor", c->actor, NULL};
         log_emit(LOG_LEVEL_DEBUG, &ctx, kv, "rpc");
     }

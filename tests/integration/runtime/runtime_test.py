@@ -332,6 +332,30 @@ class LimitsTest(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log())
 
 
+class AccessLogTest(unittest.TestCase):
+
+    def test_debug_access_log_line(self):
+        with lib.Server(SERVER, ["--log-level=debug"]) as srv:
+            ch = channel_for(srv)
+            echo = MSG.unary(ch, "/agentmesh.test.Echo/Echo")
+            tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            echo(EchoRequest(message="logged"), timeout=30,
+                 metadata=[("traceparent", tp)])
+
+            def line():
+                return [l for l in srv.log_lines() if l.get("msg") == "rpc"
+                        and l.get("method") == "/agentmesh.test.Echo/Echo"]
+            got = lib.poll_until(line, what="an access log line")[0]
+            self.assertEqual(got["code"], "OK")
+            self.assertEqual(got["level"], "debug")
+            self.assertEqual(got["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736")
+            self.assertEqual(got["span_id"], "00f067aa0ba902b7")
+            self.assertTrue(got["peer"].startswith("ipv4:127.0.0.1:"), got)
+            self.assertEqual(got["actor"], "anonymous")
+            ch.close()
+            self.assertEqual(srv.stop(), 0, srv.log())
+
+
 class ShutdownTest(unittest.TestCase):
 
     def test_sigterm_lets_inflight_calls_finish(self):
