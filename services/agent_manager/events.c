@@ -98,10 +98,10 @@ void am_uuid_format(const uint8_t id[16], char *out)
 int am_uuid_new(char *out)
 {
     uint8_t id[16];
-    if (RAND_bytes(id, sizeof id) != 1)
+    /* Time-ordered too: generated task and agent ids name streams, and
+     * ordered names keep the store's stream indexes growing at one edge. */
+    if (uuid7(id))
         return -1;
-    id[6] = (uint8_t)((id[6] & 0x0f) | 0x40);
-    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
     am_uuid_format(id, out);
     return 0;
 }

@@ -36,7 +36,8 @@ void am_events_free(am_events *b);
 
 /* Lower-case UUID text of 16 bytes; out holds AM_UUID_LEN + 1. */
 void am_uuid_format(const uint8_t id[16], char *out);
-/* A random (version 4) UUID. Returns 0, or -1 without entropy. */
+/* A new UUIDv7 (time-ordered, random below the millisecond). Returns 0, or
+ * -1 without entropy. */
 int am_uuid_new(char *out);
 /* A fresh W3C traceparent ("00-<32 hex>-<16 hex>-01"); out holds 56. */
 int am_traceparent_new(char *out);
