@@ -90,6 +90,7 @@ int ms_changes_read(ms_service *s, const char *ns, const ms_cursor *in,
     es_event *evs = NULL;
     char stream[MS_STREAM_MAX];
     uint32_t gen = 0;
+    bool locked = false;
     int code = 0, rc;
 
     memset(out, 0, sizeof *out);
@@ -102,6 +103,8 @@ int ms_changes_read(ms_service *s, const char *ns, const ms_cursor *in,
         code = ms_fail(err, 8, "out of memory");
         goto out;
     }
+    ms_master_rdlock(s);
+    locked = true;
     if ((rc = es_txn_begin(s->store, &txn))) {
         code = ms_store_fail(err, rc, "reading");
         goto out;
@@ -126,7 +129,7 @@ int ms_changes_read(ms_service *s, const char *ns, const ms_cursor *in,
             out->cursor.next_version = v + 1;
         goto out;
     }
-    if ((rc = ms_nskey_get(txn, ns, &gen, &k))) {
+    if ((rc = ms_nskey_get(s, txn, ns, &gen, &k))) {
         code = ms_store_fail(err, rc, "reading the namespace key");
         goto out;
     }
@@ -158,6 +161,8 @@ int ms_changes_read(ms_service *s, const char *ns, const ms_cursor *in,
     }
 out:
     es_txn_end(txn);
+    if (locked)
+        ms_master_unlock(s);
     ms_key_wipe(&k);
     free(evs);
     if (code)
@@ -244,10 +249,12 @@ int ms_watch_change(ms_service *s, const char *ns, const char *prefix,
     if (strcmp(ev->type, T_WRITTEN) && strcmp(ev->type, T_DELETED))
         return 0;
     memset(&k, 0, sizeof k);
-    if ((rc = es_txn_begin(s->store, &txn)))
-        return ms_store_fail(err, rc, "reading");
-    rc = ms_nskey_get(txn, ns, &gen, &k);
+    ms_master_rdlock(s);
+    rc = es_txn_begin(s->store, &txn);
+    if (rc == ES_OK)
+        rc = ms_nskey_get(s, txn, ns, &gen, &k);
     es_txn_end(txn);
+    ms_master_unlock(s);
     if (rc == ES_NOT_FOUND)
         return ms_fail(err, 5, "namespace %s was forgotten", ns);
     if (rc)

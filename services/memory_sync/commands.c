@@ -20,11 +20,14 @@ void ms_options_init(ms_options *opts)
 
 int ms_service_create(const ms_options *opts, ms_service **out)
 {
-    if (!opts || !opts->store)
+    if (!opts || !opts->store || !opts->key_dir ||
+        strlen(opts->key_dir) >= sizeof ((ms_service *)0)->key_dir)
         return ES_INVALID;
     ms_service *s = calloc(1, sizeof *s);
     if (!s)
         return ES_NOMEM;
+    memcpy(s->key_dir, opts->key_dir, strlen(opts->key_dir) + 1);
+    s->opts.key_dir = s->key_dir;
     s->opts = *opts;
     s->store = opts->store;
     if (!s->opts.max_value_bytes || s->opts.max_value_bytes > MS_VALUE_HARD_MAX)
@@ -39,9 +42,22 @@ int ms_service_create(const ms_options *opts, ms_service **out)
     memcpy(s->replica_id, rid, n);
     s->replica_id[n] = '\0';
     s->opts.replica_id = s->replica_id;
+    s->opts.key_dir = s->key_dir;
     ms_hlc_init(&s->hlc);
     for (size_t i = 0; i < MS_LOCKS; i++)
         pthread_mutex_init(&s->locks[i], NULL);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    /* A forget's rotation must not starve behind a stream of reads. */
+    pthread_rwlockattr_setkind_np(&ra,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->master_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    int rc = ms_master_open(s);
+    if (rc) {
+        ms_service_destroy(s);
+        return rc;
+    }
     *out = s;
     return ES_OK;
 }
@@ -52,7 +68,9 @@ void ms_service_destroy(ms_service *s)
         return;
     for (size_t i = 0; i < MS_LOCKS; i++)
         pthread_mutex_destroy(&s->locks[i]);
+    pthread_rwlock_destroy(&s->master_lock);
     ms_hlc_destroy(&s->hlc);
+    ms_key_wipe(&s->master);
     free(s);
 }
 
@@ -105,7 +123,9 @@ int ms_put(ms_service *s, const ms_ctx *ctx,
     }
     lock = ms_lock_for(s, ns);
     pthread_mutex_lock(lock);
-    if ((rc = es_txn_begin(s->store, &txn)) || (rc = ms_ns_load(txn, ns, &st))) {
+    ms_master_rdlock(s);
+    if ((rc = es_txn_begin(s->store, &txn)) ||
+        (rc = ms_ns_load(s, txn, ns, &st))) {
         code = ms_store_fail(err, rc, "reading the namespace");
         goto out;
     }
@@ -130,7 +150,7 @@ int ms_put(ms_service *s, const ms_ctx *ctx,
                        (unsigned long long)cur_version);
         goto out;
     }
-    if (ms_batch_ensure_key(&b, ns, &st)) {
+    if (ms_batch_ensure_key(s, &b, ns, &st)) {
         code = ms_fail(err, 13, "out of memory or entropy");
         goto out;
     }
@@ -184,8 +204,10 @@ int ms_put(ms_service *s, const ms_ctx *ctx,
     code = *out ? 0 : ms_fail(err, 13, "out of memory");
 out:
     es_txn_end(txn);
-    if (lock)
+    if (lock) {
+        ms_master_unlock(s);
         pthread_mutex_unlock(lock);
+    }
     ms_key_wipe(&st.key);
     free(sealed);
     free(rec);
@@ -215,7 +237,9 @@ int ms_delete(ms_service *s, const ms_ctx *ctx,
         goto out;
     lock = ms_lock_for(s, ns);
     pthread_mutex_lock(lock);
-    if ((rc = es_txn_begin(s->store, &txn)) || (rc = ms_ns_load(txn, ns, &st))) {
+    ms_master_rdlock(s);
+    if ((rc = es_txn_begin(s->store, &txn)) ||
+        (rc = ms_ns_load(s, txn, ns, &st))) {
         code = ms_store_fail(err, rc, "reading the namespace");
         goto out;
     }
@@ -275,8 +299,10 @@ int ms_delete(ms_service *s, const ms_ctx *ctx,
     code = *out ? 0 : ms_fail(err, 13, "out of memory");
 out:
     es_txn_end(txn);
-    if (lock)
+    if (lock) {
+        ms_master_unlock(s);
         pthread_mutex_unlock(lock);
+    }
     ms_key_wipe(&st.key);
     free(rec);
     ms_batch_free(&b);
@@ -293,16 +319,19 @@ int ms_get(ms_service *s, const Agentmesh__V1__GetMemoryRequest *req,
     uint8_t *value = NULL;
     size_t value_len = 0, key_len = strlen(key);
     uint32_t gen = 0;
+    bool locked = false;
     int code, rc;
 
     memset(&k, 0, sizeof k);
     if ((code = ms_check_ns(ns, err)) || (code = ms_check_key(key, err)))
         return code;
+    ms_master_rdlock(s);
+    locked = true;
     if ((rc = es_txn_begin(s->store, &txn))) {
         code = ms_store_fail(err, rc, "reading");
         goto out;
     }
-    rc = ms_nskey_get(txn, ns, &gen, &k);
+    rc = ms_nskey_get(s, txn, ns, &gen, &k);
     if (rc == ES_OK)
         rc = ms_entry_get(txn, ns, key, key_len, &e);
     if (rc == ES_NOT_FOUND || (rc == ES_OK && e.deleted)) {
@@ -323,6 +352,8 @@ int ms_get(ms_service *s, const Agentmesh__V1__GetMemoryRequest *req,
     code = *out ? 0 : ms_fail(err, 13, "out of memory");
 out:
     es_txn_end(txn);
+    if (locked)
+        ms_master_unlock(s);
     ms_key_wipe(&k);
     if (value) {
         OPENSSL_cleanse(value, value_len);

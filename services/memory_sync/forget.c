@@ -1,6 +1,8 @@
 /* ForgetNamespace: crypto-shredding. One append records NamespaceForgotten
- * and, in the same transaction, overwrites and deletes the namespace key and
- * deletes every entry and applied-change id of the namespace. The log keeps
+ * and, in the same transaction, overwrites and deletes the namespace key,
+ * deletes every entry and applied-change id of the namespace, and re-wraps
+ * every other namespace key under a new master key (keys.c), whose old file
+ * is destroyed once the commit is durable. The log keeps
  * the sealed values of the old generation, which nothing can open any more.
  * A forgotten namespace may be written again: it gets a new key generation,
  * and its keys start again at version 1. */
@@ -45,6 +47,7 @@ int ms_forget(ms_service *s, const ms_ctx *ctx,
     counter c = {ns, strlen(ns), 0, 0};
     uint8_t from[MS_NS_MAX + 1];
     es_append_result res;
+    ms_rotation rot;
     int64_t now = ms_now_ns();
     int code, rc;
 
@@ -58,7 +61,9 @@ int ms_forget(ms_service *s, const ms_ctx *ctx,
     }
     lock = ms_lock_for(s, ns);
     pthread_mutex_lock(lock);
-    if ((rc = es_txn_begin(s->store, &txn)) || (rc = ms_ns_load(txn, ns, &st))) {
+    ms_master_wrlock(s);
+    if ((rc = es_txn_begin(s->store, &txn)) ||
+        (rc = ms_ns_load(s, txn, ns, &st))) {
         code = ms_store_fail(err, rc, "reading the namespace");
         goto out;
     }
@@ -82,11 +87,20 @@ int ms_forget(ms_service *s, const ms_ctx *ctx,
     st.meta.active = false;
     st.meta.strategy = MS_STRATEGY_UNSPECIFIED;
     if (ms_batch_event(&b, T_FORGOTTEN, &ev.base, ctx, NULL) < 0 ||
-        ms_batch_wipe(&b, ns) || ms_batch_put_meta(&b, ns, &st.meta)) {
+        ms_batch_wipe(&b, ns) || ms_batch_put_meta(&b, ns, &st.meta) ||
+        ms_batch_rotate(&b, &rot)) {
         code = ms_fail(err, 8, "out of memory");
         goto out;
     }
-    if ((rc = ms_batch_commit(s, &b, st.expected, &res))) {
+    if (ms_rotation_begin(s, &rot)) {
+        ms_key_wipe(&rot.old_key);
+        ms_key_wipe(&rot.new_key);
+        code = ms_fail(err, 13, "cannot write the next master key");
+        goto out;
+    }
+    rc = ms_batch_commit(s, &b, st.expected, &res);
+    ms_rotation_end(s, &rot, rc == ES_OK);
+    if (rc) {
         code = ms_store_fail(err, rc, "appending");
         goto out;
     }
@@ -107,8 +121,10 @@ int ms_forget(ms_service *s, const ms_ctx *ctx,
     *out = rep;
 out:
     es_txn_end(txn);
-    if (lock)
+    if (lock) {
+        ms_master_unlock(s);
         pthread_mutex_unlock(lock);
+    }
     ms_key_wipe(&st.key);
     ms_batch_free(&b);
     return code;

@@ -30,10 +30,45 @@
 struct ms_service {
     ms_options opts;
     char replica_id[MS_REPLICA_MAX + 1];
+    char key_dir[4096];
     es_store *store;
     ms_hlc hlc;
     pthread_mutex_t locks[MS_LOCKS];
+    /* The master key: read-locked while a namespace key is wrapped or
+     * unwrapped (from the read of its record to the end of the append that
+     * writes it), write-locked by a forget's rotation. Never taken twice by
+     * one thread; after a namespace stripe lock, never before one. */
+    pthread_rwlock_t master_lock;
+    uint32_t master_gen;
+    ms_ns_key master;
 };
+
+/* ---- Master key and namespace key records (keys.c) ----------------------- */
+#define MS_KEYREC_SIZE (1 + 4 + 4 + MS_NS_KEY_SIZE + MS_SEAL_OVERHEAD)
+
+/* Loads the current master key (creating the first one), and removes stale
+ * master files. Returns an es_status (ES_BAD_KEY: the file is missing). */
+int ms_master_open(ms_service *s);
+void ms_master_rdlock(ms_service *s);
+void ms_master_wrlock(ms_service *s);
+void ms_master_unlock(ms_service *s);
+/* A namespace key record under the current master (read lock held). */
+int ms_nskey_wrap(ms_service *s, const char *ns, uint32_t ns_gen,
+                  const ms_ns_key *k, uint8_t out[MS_KEYREC_SIZE]);
+
+/* A master rotation in flight (forget). */
+typedef struct ms_rotation {
+    uint32_t old_gen, new_gen;
+    ms_ns_key old_key, new_key;
+} ms_rotation;
+/* Creates the next master file (durable). Write lock held. 0 or -1. */
+int ms_rotation_begin(ms_service *s, ms_rotation *r);
+/* In the write transaction: re-wraps every namespace key, records the new
+ * generation. Returns an es_status. */
+int ms_rotation_apply(es_txn *txn, const ms_rotation *r);
+/* After the commit (or its failure): switches to the new master and
+ * destroys the old file, or destroys the new one. */
+void ms_rotation_end(ms_service *s, ms_rotation *r, bool committed);
 
 /* ---- Records ---------------------------------------------------------------
  * A namespace's metadata: its key generation (1 for the first key, +1 after
@@ -76,11 +111,12 @@ typedef struct ms_ns_state {
 } ms_ns_state;
 
 int ms_meta_get(es_txn *txn, const char *ns, ms_ns_meta *out);
-/* Reads the namespace key of the current generation. ES_NOT_FOUND if none. */
-int ms_nskey_get(es_txn *txn, const char *ns, uint32_t *generation,
-                 ms_ns_key *out);
-/* Loads meta, key and stream version. */
-int ms_ns_load(es_txn *txn, const char *ns, ms_ns_state *st);
+/* Reads and unwraps the namespace key (master read lock held).
+ * ES_NOT_FOUND if none, ES_BAD_KEY if it does not unwrap. */
+int ms_nskey_get(ms_service *s, es_txn *txn, const char *ns,
+                 uint32_t *generation, ms_ns_key *out);
+/* Loads meta, key and stream version (master read lock held). */
+int ms_ns_load(ms_service *s, es_txn *txn, const char *ns, ms_ns_state *st);
 
 /* ns \0 key into out (MS_KVKEY_MAX); returns the length. */
 size_t ms_kvkey(const char *ns, const void *key, size_t key_len, uint8_t *out);
@@ -102,7 +138,7 @@ int ms_entry_value(const ms_ns_key *k, const char *ns, const char *key,
                    size_t *len);
 
 /* ---- The write batch ------------------------------------------------------- */
-enum { KVOP_PUT = 0, KVOP_DEL = 1, KVOP_WIPE = 2 };
+enum { KVOP_PUT = 0, KVOP_DEL = 1, KVOP_WIPE = 2, KVOP_ROTATE = 3 };
 
 typedef struct ms_kvop {
     int kind;
@@ -113,6 +149,7 @@ typedef struct ms_kvop {
     size_t val_len;
     long event;           /* >= 0: an entry record whose position is that
                              event's (patched at commit) */
+    const ms_rotation *rot; /* KVOP_ROTATE: borrowed until the commit */
 } ms_kvop;
 
 typedef struct ms_batch {
@@ -138,9 +175,12 @@ int ms_batch_del(ms_batch *b, const char *kvns, const void *key,
                  size_t key_len);
 /* At commit: removes every entry and applied id of ns and shreds its key. */
 int ms_batch_wipe(ms_batch *b, const char *ns);
+/* At commit: re-wraps every namespace key under r's new master. */
+int ms_batch_rotate(ms_batch *b, const ms_rotation *r);
 /* Makes the namespace writable: a fresh key and generation if it has none
  * (adds the key and metadata records). Returns 0 or -1. */
-int ms_batch_ensure_key(ms_batch *b, const char *ns, ms_ns_state *st);
+int ms_batch_ensure_key(ms_service *s, ms_batch *b, const char *ns,
+                        ms_ns_state *st);
 int ms_batch_put_meta(ms_batch *b, const char *ns, const ms_ns_meta *m);
 /* Appends the events with st's expected version and applies the ops in the
  * same write transaction. Returns an es_status. */

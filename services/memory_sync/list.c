@@ -85,6 +85,7 @@ int ms_list(ms_service *s, const Agentmesh__V1__ListMemoryRequest *req,
     uint8_t from[MS_KVKEY_MAX];
     size_t from_len;
     Agentmesh__V1__ListMemoryResponse *rep = NULL;
+    bool locked = false;
     int code, rc;
 
     memset(&k, 0, sizeof k);
@@ -123,11 +124,13 @@ int ms_list(ms_service *s, const Agentmesh__V1__ListMemoryRequest *req,
         goto out;
     }
     agentmesh__v1__list_memory_response__init(rep);
+    ms_master_rdlock(s);
+    locked = true;
     if ((rc = es_txn_begin(s->store, &txn))) {
         code = ms_store_fail(err, rc, "reading");
         goto out;
     }
-    rc = ms_nskey_get(txn, ns, &l.generation, &k);
+    rc = ms_nskey_get(s, txn, ns, &l.generation, &k);
     if (rc == ES_NOT_FOUND) {
         code = ms_fail(err, 5, "namespace %s not found", ns);
         goto out;
@@ -140,6 +143,8 @@ int ms_list(ms_service *s, const Agentmesh__V1__ListMemoryRequest *req,
     code = l.code ? ms_fail(err, l.code, "listing namespace %s failed", ns) : 0;
 out:
     es_txn_end(txn);
+    if (locked)
+        ms_master_unlock(s);
     ms_key_wipe(&k);
     if (code == 0 && rep) {
         rep->entries = l.entries;

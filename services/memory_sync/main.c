@@ -138,6 +138,7 @@ int main(int argc, char **argv)
     mo.replica_id = replica;
     mo.rules = rules;
     mo.max_clock_skew_ms = skew_ms;
+    mo.key_dir = data_dir;
     if ((rc = ms_service_create(&mo, &svc)) != ES_OK) {
         LOG_ERROR("memory-sync: cannot start the service: %s", es_strerror(rc));
         goto out;

@@ -41,11 +41,15 @@ typedef struct ms_options {
                                     NULL (every namespace LAST_WRITER_WINS) */
     int64_t max_clock_skew_ms;   /* client hlc ahead of the wall clock by more
                                     is refused; default 300000 */
+    const char *key_dir;         /* where the master key files live (copied;
+                                    required): the store's directory */
 } ms_options;
 
 void ms_options_init(ms_options *opts);
 
-/* Errors: ES_INVALID (no store), ES_NOMEM. *out owned by the caller. */
+/* Loads (or creates) the master key in opts->key_dir.
+ * Errors: ES_INVALID (no store or key_dir), ES_BAD_KEY (the store's master
+ * key file is missing), ES_IO, ES_NOMEM. *out owned by the caller. */
 int ms_service_create(const ms_options *opts, ms_service **out);
 /* NULL is a no-op. No call may be running. */
 void ms_service_destroy(ms_service *s);

@@ -16,8 +16,6 @@
 
 #define META_FORMAT 1
 #define META_SIZE 15
-#define KEYREC_FORMAT 1
-#define KEYREC_SIZE (1 + 4 + MS_NS_KEY_SIZE)
 #define ENTRY_FORMAT 1
 #define ENTRY_POS_OFFSET 22
 #define ENTRY_FIXED 78
@@ -131,23 +129,7 @@ int ms_meta_get(es_txn *txn, const char *ns, ms_ns_meta *out)
     return ES_OK;
 }
 
-int ms_nskey_get(es_txn *txn, const char *ns, uint32_t *generation,
-                 ms_ns_key *out)
-{
-    const void *v = NULL;
-    size_t n = 0;
-    int rc = es_kv_get(txn, KV_KEYS, ns, strlen(ns), &v, &n);
-    if (rc)
-        return rc;
-    const uint8_t *p = v;
-    if (n != KEYREC_SIZE || p[0] != KEYREC_FORMAT)
-        return ES_CORRUPT;
-    *generation = (uint32_t)get_be(p + 1, 4);
-    memcpy(out->bytes, p + 5, MS_NS_KEY_SIZE);
-    return ES_OK;
-}
-
-int ms_ns_load(es_txn *txn, const char *ns, ms_ns_state *st)
+int ms_ns_load(ms_service *s, es_txn *txn, const char *ns, ms_ns_state *st)
 {
     char stream[MS_STREAM_MAX];
     uint64_t version = 0;
@@ -159,7 +141,7 @@ int ms_ns_load(es_txn *txn, const char *ns, ms_ns_state *st)
     st->exists = rc == ES_OK;
     if (st->exists && st->meta.active) {
         uint32_t gen = 0;
-        if ((rc = ms_nskey_get(txn, ns, &gen, &st->key)))
+        if ((rc = ms_nskey_get(s, txn, ns, &gen, &st->key)))
             return rc == ES_NOT_FOUND ? ES_CORRUPT : rc;
         if (gen != st->meta.generation)
             return ES_CORRUPT;
@@ -387,7 +369,7 @@ static int add_op(ms_batch *b, int kind, const char *kvns, const void *key,
     if (!k)
         goto fail;
     memcpy(k, key, key_len);
-    b->ops[b->n_ops++] = (ms_kvop){kind, kvns, k, key_len, val, val_len, event};
+    b->ops[b->n_ops++] = (ms_kvop){kind, kvns, k, key_len, val, val_len, event, NULL};
     return 0;
 fail:
     free(val);
@@ -411,6 +393,14 @@ int ms_batch_wipe(ms_batch *b, const char *ns)
     return add_op(b, KVOP_WIPE, KV_ENTRIES, ns, strlen(ns), NULL, 0, -1);
 }
 
+int ms_batch_rotate(ms_batch *b, const ms_rotation *r)
+{
+    if (add_op(b, KVOP_ROTATE, KV_KEYS, "-", 1, NULL, 0, -1))
+        return -1;
+    b->ops[b->n_ops - 1].rot = r;
+    return 0;
+}
+
 int ms_batch_put_meta(ms_batch *b, const char *ns, const ms_ns_meta *m)
 {
     uint8_t *v = malloc(META_SIZE);
@@ -420,22 +410,24 @@ int ms_batch_put_meta(ms_batch *b, const char *ns, const ms_ns_meta *m)
     return ms_batch_put(b, KV_NS, ns, strlen(ns), v, META_SIZE, -1);
 }
 
-int ms_batch_ensure_key(ms_batch *b, const char *ns, ms_ns_state *st)
+int ms_batch_ensure_key(ms_service *s, ms_batch *b, const char *ns,
+                        ms_ns_state *st)
 {
     if (st->meta.active)
         return 0;
     if (ms_key_generate(&st->key))
         return -1;
-    uint8_t *rec = malloc(KEYREC_SIZE);
+    uint8_t *rec = malloc(MS_KEYREC_SIZE);
     if (!rec)
         return -1;
     st->meta.generation++;
     st->meta.active = true;
     st->meta.gen_start_version = st->next_version;
-    rec[0] = KEYREC_FORMAT;
-    put_be(rec + 1, st->meta.generation, 4);
-    memcpy(rec + 5, st->key.bytes, MS_NS_KEY_SIZE);
-    if (ms_batch_put(b, KV_KEYS, ns, strlen(ns), rec, KEYREC_SIZE, -1))
+    if (ms_nskey_wrap(s, ns, st->meta.generation, &st->key, rec)) {
+        free(rec);
+        return -1;
+    }
+    if (ms_batch_put(b, KV_KEYS, ns, strlen(ns), rec, MS_KEYREC_SIZE, -1))
         return -1;
     return ms_batch_put_meta(b, ns, &st->meta);
 }
@@ -505,7 +497,7 @@ static int wipe_prefix(es_txn *txn, const char *kvns, const uint8_t *prefix,
  * applied id of the namespace goes too. */
 static int wipe_namespace(es_txn *txn, const ms_kvop *op)
 {
-    uint8_t prefix[MS_NS_MAX + 1], zeros[KEYREC_SIZE];
+    uint8_t prefix[MS_NS_MAX + 1], zeros[MS_KEYREC_SIZE];
     int rc;
     memcpy(prefix, op->key, op->key_len);
     prefix[op->key_len] = 0;
@@ -537,6 +529,9 @@ static int apply_ops(es_txn *txn, const es_append_result *res, void *arg)
             rc = es_kv_del(txn, op->kvns, op->key, op->key_len);
             if (rc == ES_NOT_FOUND)
                 rc = ES_OK;
+            break;
+        case KVOP_ROTATE:
+            rc = ms_rotation_apply(txn, op->rot);
             break;
         default:
             rc = wipe_namespace(txn, op);

@@ -416,8 +416,9 @@ static int apply_changes(syncer *y, ms_error *err)
     if (!y->plans || !y->ids || !y->applied || !y->applied_event || !y->conflicts)
         return ms_fail(err, 8, "out of memory");
     pthread_mutex_lock(lock);
+    ms_master_rdlock(y->s);
     if ((rc = es_txn_begin(y->s->store, &txn)) ||
-        (rc = ms_ns_load(txn, ns, &y->st))) {
+        (rc = ms_ns_load(y->s, txn, ns, &y->st))) {
         code = ms_store_fail(err, rc, "reading the namespace");
         goto out;
     }
@@ -431,7 +432,7 @@ static int apply_changes(syncer *y, ms_error *err)
     y->strategy = rule ? rule
                        : y->st.meta.strategy ? y->st.meta.strategy
                                              : MS_LAST_WRITER_WINS;
-    if (ms_batch_ensure_key(&y->b, ns, &y->st) ||
+    if (ms_batch_ensure_key(y->s, &y->b, ns, &y->st) ||
         ms_batch_put_meta(&y->b, ns, &y->st.meta)) {
         code = ms_fail(err, 8, "out of memory or entropy");
         goto out;
@@ -450,6 +451,7 @@ static int apply_changes(syncer *y, ms_error *err)
         y->applied[i]->position = res.first_position + (uint64_t)y->applied_event[i];
 out:
     es_txn_end(txn);
+    ms_master_unlock(y->s);
     pthread_mutex_unlock(lock);
     return code;
 }

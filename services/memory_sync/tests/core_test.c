@@ -191,6 +191,7 @@ int main(void)
     ms_options mo;
     ms_options_init(&mo);
     mo.store = store;
+    mo.key_dir = dir;
     if (ms_service_create(&mo, &svc) != ES_OK)
         return 2;
     test_concurrent_puts();
@@ -203,6 +204,10 @@ int main(void)
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", dir);
     unlink(path);
+    for (int g = 1; g < 10; g++) {
+        snprintf(path, sizeof path, "%s/memory-master-%d.key", dir, g);
+        unlink(path);
+    }
     rmdir(dir);
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);

@@ -9,6 +9,7 @@ the EventStore API, health, reflection, restart and SIGTERM.
 Usage: memory_sync_test.py MEMORY_SYNC API_DESC"""
 
 import base64
+import glob
 import os
 import signal
 import sys
@@ -75,6 +76,20 @@ def code_of(fn, *a, **kw):
 def raw_bytes(data_dir):
     with open(os.path.join(data_dir, "data.mdb"), "rb") as f:
         return f.read()
+
+
+def lmdb_get(data_dir, key):
+    """A caller key of the event store, read from the LMDB file directly
+    (the store's "user" database holds "<namespace>\0<key>")."""
+    import lmdb
+    env = lmdb.open(data_dir, readonly=True, lock=True, max_dbs=16)
+    try:
+        db = env.open_db(b"user", create=False)
+        with env.begin() as txn:
+            v = txn.get(key, db=db)
+            return bytes(v) if v is not None else None
+    finally:
+        env.close()
 
 
 def forms(value):
@@ -438,6 +453,18 @@ class MemorySyncTest(unittest.TestCase):
         for s in secrets:
             for f in forms(s):
                 self.assertNotIn(f, raw, "plaintext or base64 of a value in data.mdb")
+        # the namespace key is stored wrapped under a master key kept in a
+        # file beside the store: neither the master nor a raw namespace key
+        # is ever in data.mdb
+        masters = glob.glob(os.path.join(self.data, "memory-master-*.key"))
+        self.assertEqual(len(masters), 1, masters)
+        with open(masters[0], "rb") as f:
+            old_master = f.read()
+        self.assertEqual(len(old_master), 64)
+        self.assertNotIn(old_master[:32], raw)
+        self.assertEqual(os.stat(masters[0]).st_mode & 0o777, 0o600)
+        wrapped = lmdb_get(self.data, b"memory.keys\0" + ns.encode())
+        self.assertEqual(len(wrapped), 101)
         r = self.c.ForgetNamespace(namespace=ns, reason="user request")
         self.assertEqual(r.keys_forgotten, 4)
         self.assertGreater(r.position, 0)
@@ -460,6 +487,20 @@ class MemorySyncTest(unittest.TestCase):
         for sec in secrets:
             for f in forms(sec):
                 self.assertNotIn(f, raw)
+        # the key record is gone; LMDB may still hold stale copies of it in
+        # free pages (copy-on-write), but the master that wrapped them is
+        # destroyed: rotated, its file overwritten and unlinked
+        self.assertIsNone(lmdb_get(self.data, b"memory.keys\0" + ns.encode()))
+        stale = raw.count(wrapped)
+        now = glob.glob(os.path.join(self.data, "memory-master-*.key"))
+        self.assertEqual(len(now), 1)
+        self.assertNotEqual(now[0], masters[0])
+        self.assertFalse(os.path.exists(masters[0]))
+        for path in glob.glob(os.path.join(self.data, "*")):
+            with open(path, "rb") as f:
+                self.assertNotIn(old_master[:32], f.read(), path)
+        print("forget: %d stale copies of the wrapped key left in data.mdb, "
+              "unwrappable (old master destroyed)" % stale, file=sys.stderr)
         # the log still holds the events, with values nobody can open
         events = self.c.ReadStream(stream="memory-" + ns, limit=100).events
         self.assertEqual(events[-1].type, "agentmesh.v1.NamespaceForgotten")
