@@ -1,0 +1,156 @@
+/* The projection database: the query service's own LMDB env (data/query)
+ * opened through the event store library for its companions (caller keys
+ * and checkpoints), plus the in-memory copy of the checkpoints that reads
+ * with min_positions and event streams wait on. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "services/query/query.h"
+
+struct qs_db {
+    es_store *store;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t pos[QS_NSOURCES];
+    uint64_t generation;
+};
+
+void qs_db_positions(es_txn *txn, uint64_t out[QS_NSOURCES])
+{
+    for (int i = 0; i < QS_NSOURCES; i++)
+        if (es_checkpoint_get(txn, qs_source_name(i), &out[i]) != ES_OK)
+            out[i] = 0;
+}
+
+int qs_db_open(const char *dir, bool sync, qs_db **out)
+{
+    qs_db *db = calloc(1, sizeof *db);
+    es_txn *txn = NULL;
+    int rc;
+    if (!db)
+        return ES_NOMEM;
+    es_options eo;
+    es_options_init(&eo);
+    if (!sync)
+        eo.flags |= ES_OPT_NOSYNC;
+    if ((rc = es_open(dir, &eo, &db->store))) {
+        free(db);
+        return rc;
+    }
+    if ((rc = es_txn_begin(db->store, &txn))) {
+        es_close(db->store);
+        free(db);
+        return rc;
+    }
+    qs_db_positions(txn, db->pos);
+    es_txn_end(txn);
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    *out = db;
+    return ES_OK;
+}
+
+void qs_db_close(qs_db *db)
+{
+    if (!db)
+        return;
+    es_close(db->store);
+    pthread_cond_destroy(&db->cv);
+    pthread_mutex_destroy(&db->mu);
+    free(db);
+}
+
+es_store *qs_db_store(qs_db *db)
+{
+    return db->store;
+}
+
+void qs_db_positions_now(qs_db *db, uint64_t out[QS_NSOURCES])
+{
+    pthread_mutex_lock(&db->mu);
+    memcpy(out, db->pos, sizeof db->pos);
+    pthread_mutex_unlock(&db->mu);
+}
+
+void qs_db_advanced(qs_db *db, int source, uint64_t position)
+{
+    pthread_mutex_lock(&db->mu);
+    if (position > db->pos[source])
+        db->pos[source] = position;
+    db->generation++;
+    pthread_cond_broadcast(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+uint64_t qs_db_generation(qs_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    uint64_t g = db->generation;
+    pthread_mutex_unlock(&db->mu);
+    return g;
+}
+
+void qs_db_wake(qs_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    pthread_cond_broadcast(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+static void abs_deadline(int64_t deadline_ms, struct timespec *ts)
+{
+    ts->tv_sec = (time_t)(deadline_ms / 1000);
+    ts->tv_nsec = (long)(deadline_ms % 1000) * 1000000;
+}
+
+void qs_db_wait_news(qs_db *db, uint64_t seen, int64_t timeout_ms)
+{
+    struct timespec ts;
+    abs_deadline(qs_mono_ms() + timeout_ms, &ts);
+    pthread_mutex_lock(&db->mu);
+    if (db->generation == seen)
+        pthread_cond_timedwait(&db->cv, &db->mu, &ts);
+    pthread_mutex_unlock(&db->mu);
+}
+
+static bool reached(const qs_db *db, const uint64_t min[QS_NSOURCES])
+{
+    for (int i = 0; i < QS_NSOURCES; i++)
+        if (db->pos[i] < min[i])
+            return false;
+    return true;
+}
+
+int qs_db_wait_positions(qs_db *db, const uint64_t min[QS_NSOURCES],
+                         int64_t deadline_ms, const volatile int *cancelled)
+{
+    int rc = ES_OK;
+    pthread_mutex_lock(&db->mu);
+    while (!reached(db, min)) {
+        if (*cancelled || qs_mono_ms() >= deadline_ms) {
+            rc = ES_TIMEOUT;
+            break;
+        }
+        /* Bounded slices: a deadline far away or absent still re-checks
+         * cancellation now and then. */
+        int64_t until = qs_mono_ms() + 1000;
+        if (deadline_ms < until)
+            until = deadline_ms;
+        struct timespec ts;
+        abs_deadline(until, &ts);
+        int w = pthread_cond_timedwait(&db->cv, &db->mu, &ts);
+        if (w && w != ETIMEDOUT) {
+            rc = ES_IO;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}

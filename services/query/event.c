@@ -1,0 +1,271 @@
+/* The normalised event of the query service: built from an EventStore API
+ * event (catch-up) or a CloudEvents JSON body (NATS), with the payload
+ * decoded, memory values removed and packed again, so both paths feed the
+ * read models the very same bytes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "agentmesh/v1/events.pb-c.h"
+#include "services/pbjson/pbjson.h"
+#include "services/pbjson/registry.h"
+#include "services/query/query.h"
+
+#define CONTENT_TYPE "application/x-protobuf"
+
+void qs_event_free(qs_event *ev)
+{
+    if (!ev)
+        return;
+    free(ev->stream);
+    free(ev->type);
+    free(ev->traceparent);
+    if (ev->payload)
+        protobuf_c_message_free_unpacked(ev->payload, NULL);
+    free(ev->data);
+    free(ev);
+}
+
+/* Values never leave memory-sync: drop the sealed value wherever it came
+ * from (the EventStore API hands out the log's bytes as they are). */
+static void strip(ProtobufCMessage *m)
+{
+    if (m->descriptor != &agentmesh__v1__memory_written__descriptor)
+        return;
+    Agentmesh__V1__MemoryWritten *w = (Agentmesh__V1__MemoryWritten *)m;
+    free(w->sealed_value.data);
+    w->sealed_value.data = NULL;
+    w->sealed_value.len = 0;
+}
+
+/* Sets payload from the decoded message (taken) and packs data. */
+static int finish(qs_event *ev, ProtobufCMessage *m)
+{
+    ev->payload = m;
+    if (!m)
+        return ES_OK;
+    strip(m);
+    return qs_pack(m, &ev->data, &ev->data_len);
+}
+
+static bool traceparent_valid(const char *s)
+{
+    /* W3C Trace Context version 00: 00-<32 hex>-<16 hex>-<2 hex>. */
+    if (strlen(s) != 55)
+        return false;
+    for (size_t i = 0; i < 55; i++) {
+        bool dash = i == 2 || i == 35 || i == 52;
+        char c = s[i];
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return s[0] == '0' && s[1] == '0';
+}
+
+int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
+                        qs_event **out)
+{
+    qs_event *ev = calloc(1, sizeof *ev);
+    int rc = ES_NOMEM;
+    if (!ev)
+        return ES_NOMEM;
+    ev->source = source;
+    ev->position = e->position;
+    ev->stream_version = e->stream_version;
+    ev->time_unix_nano = e->time_unix_nano;
+    snprintf(ev->event_id, sizeof ev->event_id, "%s",
+             e->event_id ? e->event_id : "");
+    const char *tp = e->metadata && e->metadata->traceparent
+                         ? e->metadata->traceparent : "";
+    /* The outbox forwards only W3C values: keep what NATS would carry. */
+    if (!traceparent_valid(tp))
+        tp = "";
+    if (!(ev->stream = strdup(e->stream ? e->stream : "")) ||
+        !(ev->type = strdup(e->type ? e->type : "")) ||
+        !(ev->traceparent = strdup(tp)))
+        goto out;
+    const ProtobufCMessageDescriptor *d = pbjson_registry_find(ev->type);
+    ProtobufCMessage *m =
+        d ? protobuf_c_message_unpack(d, NULL, e->data.len, e->data.data)
+          : NULL;
+    if (m) {
+        if ((rc = finish(ev, m)))
+            goto out;
+    } else if (e->data.len) {
+        /* Not an API payload (or one that does not parse): the outbox
+         * dead-letters such events, so only catch-up sees them; the feed
+         * keeps the bytes as they are and no read model interprets them. */
+        if (!(ev->data = malloc(e->data.len)))
+            goto out;
+        memcpy(ev->data, e->data.data, e->data.len);
+        ev->data_len = e->data.len;
+    }
+    *out = ev;
+    ev = NULL;
+    rc = ES_OK;
+out:
+    qs_event_free(ev);
+    return rc;
+}
+
+/* RFC 3339 UTC with up to 9 fraction digits, as the outbox writes it. */
+static int parse_time(const char *s, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -1;
+    int64_t nanos = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 9)
+                nanos = nanos * 10 + (*p - '0');
+        for (; digits < 9; digits++)
+            nanos *= 10;
+    }
+    if (*p != 'Z' || p[1])
+        return -1;
+    *out = (int64_t)timegm(&tm) * 1000000000 + nanos;
+    return 0;
+}
+
+static const char *str_field(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    if (!s || !*s || *s < '0' || *s > '9')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
+                             char *why, size_t why_len)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, 0, &jerr);
+    qs_event *ev = NULL;
+    char *data_json = NULL;
+    int rc = ES_INVALID;
+    if (!root || !json_is_object(root)) {
+        snprintf(why, why_len, "not a JSON object");
+        goto out;
+    }
+    const char *src = str_field(root, "source");
+    const char *type = str_field(root, "type");
+    const char *subject = str_field(root, "subject");
+    const char *id = str_field(root, "id");
+    const char *when = str_field(root, "time");
+    const char *tp = str_field(root, "traceparent");
+    int source = -1;
+    if (src && strncmp(src, "agentmesh/", 10) == 0)
+        source = qs_source_parse(src + 10, strlen(src + 10));
+    if (source < 0 || !type || !subject || !id || !when) {
+        snprintf(why, why_len, "not an agentmesh event (source, type, "
+                               "subject, id, time)");
+        goto out;
+    }
+    if (!(ev = calloc(1, sizeof *ev))) {
+        rc = ES_NOMEM;
+        goto out;
+    }
+    ev->source = source;
+    if (parse_u64(str_field(root, "sequence"), &ev->position) ||
+        ev->position == 0 ||
+        parse_u64(str_field(root, "streamversion"), &ev->stream_version) ||
+        parse_time(when, &ev->time_unix_nano)) {
+        snprintf(why, why_len, "bad sequence, streamversion or time");
+        goto out;
+    }
+    snprintf(ev->event_id, sizeof ev->event_id, "%s", id);
+    if (!(ev->stream = strdup(subject)) || !(ev->type = strdup(type)) ||
+        !(ev->traceparent = strdup(tp ? tp : ""))) {
+        rc = ES_NOMEM;
+        goto out;
+    }
+    const ProtobufCMessageDescriptor *d = pbjson_registry_find(type);
+    ProtobufCMessage *m = NULL;
+    json_t *data = json_object_get(root, "data");
+    if (d && data) {
+        if (!(data_json = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))) {
+            rc = ES_NOMEM;
+            goto out;
+        }
+        pbjson_options po = {PBJSON_IGNORE_UNKNOWN, 0, 0,
+                             pbjson_registry_resolve, NULL};
+        char err[128];
+        int prc = pbjson_decode(d, data_json, strlen(data_json), &po, &m, err,
+                                sizeof err);
+        if (prc != PBJSON_OK) {
+            snprintf(why, why_len, "data: %s", err);
+            rc = prc == PBJSON_NOMEM ? ES_NOMEM : ES_INVALID;
+            goto out;
+        }
+    }
+    if ((rc = finish(ev, m)))
+        goto out;
+    *out = ev;
+    ev = NULL;
+out:
+    free(data_json);
+    qs_event_free(ev);
+    json_decref(root);
+    return rc;
+}
+
+int qs_event_to_proto(const qs_event *ev, Agentmesh__V1__Event **out)
+{
+    Agentmesh__V1__Event *e = malloc(sizeof *e);
+    Agentmesh__V1__EventMetadata *m = malloc(sizeof *m);
+    if (!e || !m) {
+        free(e);
+        free(m);
+        return ES_NOMEM;
+    }
+    agentmesh__v1__event__init(e);
+    agentmesh__v1__event_metadata__init(m);
+    e->metadata = m;
+    e->stream_version = ev->stream_version;
+    e->position = ev->position;
+    e->time_unix_nano = ev->time_unix_nano;
+    e->event_id = strdup(ev->event_id);
+    e->stream = strdup(ev->stream);
+    e->type = strdup(ev->type);
+    e->source = strdup(qs_source_name(ev->source));
+    e->content_type = strdup(CONTENT_TYPE);
+    e->data_json = strdup("");
+    m->correlation_id = strdup("");
+    m->causation_id = strdup("");
+    m->actor = strdup("");
+    m->traceparent = strdup(ev->traceparent);
+    bool oom = !e->event_id || !e->stream || !e->type || !e->source ||
+               !e->content_type || !e->data_json || !m->correlation_id ||
+               !m->causation_id || !m->actor || !m->traceparent;
+    if (!oom && ev->data_len) {
+        if ((e->data.data = malloc(ev->data_len))) {
+            memcpy(e->data.data, ev->data, ev->data_len);
+            e->data.len = ev->data_len;
+        } else {
+            oom = true;
+        }
+    }
+    if (oom) {
+        protobuf_c_message_free_unpacked(&e->base, NULL);
+        return ES_NOMEM;
+    }
+    *out = e;
+    return ES_OK;
+}

@@ -1,0 +1,154 @@
+/* The NATS consumer: a core subscription to agentmesh.events.> whose
+ * messages (CloudEvents JSON) are decoded and queued for the projector. A
+ * reconnect after an outage asks every source to catch up, since core NATS
+ * does not replay what was published meanwhile. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nats/nats.h>
+
+#include "services/common/log.h"
+#include "services/query/query.h"
+
+#define SUBJECT "agentmesh.events.>"
+
+struct qs_nats {
+    qs_projector *p;
+    natsConnection *nc;
+    natsSubscription *sub;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool closed;
+    bool stopping;
+    bool was_down;
+};
+
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                   void *closure)
+{
+    (void)nc;
+    (void)sub;
+    qs_nats *n = closure;
+    qs_event *ev = NULL;
+    char why[160];
+    int rc = qs_event_from_cloudevent(natsMsg_GetData(msg),
+                                      (size_t)natsMsg_GetDataLength(msg), &ev,
+                                      why, sizeof why);
+    if (rc == ES_OK)
+        qs_projector_push(n->p, ev);
+    else
+        LOG_WARN("query: dropped a message on %s: %s", natsMsg_GetSubject(msg),
+                 why);
+    natsMsg_Destroy(msg);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    qs_nats *n = closure;
+    pthread_mutex_lock(&n->mu);
+    bool log = !n->stopping && !n->was_down;
+    n->was_down = true;
+    pthread_mutex_unlock(&n->mu);
+    if (log)
+        LOG_WARN("query: disconnected from NATS; catching up from the "
+                 "sources meanwhile");
+}
+
+static void on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    qs_nats *n = closure;
+    pthread_mutex_lock(&n->mu);
+    n->was_down = false;
+    pthread_mutex_unlock(&n->mu);
+    LOG_INFO("query: connected to NATS");
+    /* Whatever was published while we were away is only in the logs. */
+    qs_projector_catch_up(n->p, -1);
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    qs_nats *n = closure;
+    pthread_mutex_lock(&n->mu);
+    n->closed = true;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+int qs_nats_start(const char *url, qs_projector *p, qs_nats **out)
+{
+    qs_nats *n = calloc(1, sizeof *n);
+    natsOptions *o = NULL;
+    if (!n)
+        return ES_NOMEM;
+    n->p = p;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(o, url);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(o, "query");
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(o, 200);
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(o, on_disconnected, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(o, on_connected, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(o, on_closed, n);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&n->nc, o);
+        if (s == NATS_NOT_YET_CONNECTED)
+            s = NATS_OK;
+    }
+    if (s == NATS_OK)
+        s = natsConnection_Subscribe(&n->sub, n->nc, SUBJECT, on_msg, n);
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(n->sub, 10000000, 1 << 30);
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        LOG_ERROR("query: cannot set up NATS at %s: %s", url,
+                  natsStatus_GetText(s));
+        qs_nats_stop(n);
+        return ES_INVALID;
+    }
+    *out = n;
+    return ES_OK;
+}
+
+void qs_nats_stop(qs_nats *n)
+{
+    if (!n)
+        return;
+    pthread_mutex_lock(&n->mu);
+    n->stopping = true;
+    pthread_mutex_unlock(&n->mu);
+    if (n->sub)
+        natsSubscription_Unsubscribe(n->sub);
+    if (n->nc) {
+        natsConnection_Close(n->nc);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 10;
+        pthread_mutex_lock(&n->mu);
+        while (!n->closed)
+            if (pthread_cond_timedwait(&n->cv, &n->mu, &ts) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&n->mu);
+    }
+    natsSubscription_Destroy(n->sub);
+    natsConnection_Destroy(n->nc);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+}

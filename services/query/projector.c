@@ -1,0 +1,327 @@
+/* The projector: a thread that drains the live queue filled by the NATS
+ * consumer and applies each run of one source's events as one batch, and one
+ * catch-up thread per source that reads the source's EventStore on start,
+ * on a gap, after a NATS outage and on an idle poll. Every path ends in
+ * qs_apply, whose position check makes the effect exactly-once. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "services/common/log.h"
+#include "services/common/metrics.h"
+#include "services/query/query.h"
+
+#define BATCH_MAX 1000
+#define QUEUE_MAX 1000000 /* events waiting; beyond, they are dropped and
+                             the gap is filled by catch-up */
+
+typedef struct source_state {
+    int index;
+    qs_projector *p;
+    qs_client *client;
+    pthread_t thread;
+    bool started;
+    bool want;
+    bool failing;
+} source_state;
+
+struct qs_projector {
+    qs_db *db;
+    qs_projector_options opts;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    qs_event **q;
+    size_t qn, qcap;
+    bool stop;
+    pthread_t thread;
+    bool started;
+    source_state src[QS_NSOURCES];
+    qs_nats *nats;
+    metrics_family *applied, *dropped, *gaps, *lag, *position;
+};
+
+/* Seconds from each event's commit in its source to now (after our
+ * commit): the projection lag of the live path. */
+static const double lag_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01,
+                                    0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+
+static void create_metrics(qs_projector *p, metrics_registry *r)
+{
+    static const char *const src_path[] = {"source", "path"};
+    static const char *const src[] = {"source"};
+    if (!r)
+        return;
+    metrics_counter_create(r, "agentmesh_query_events_applied_total",
+                           "Events applied to the read models, by source and "
+                           "by path (nats or catchup)",
+                           src_path, 2, &p->applied);
+    metrics_counter_create(r, "agentmesh_query_duplicates_dropped_total",
+                           "Live events dropped because their position was "
+                           "already applied",
+                           src, 1, &p->dropped);
+    metrics_counter_create(r, "agentmesh_query_gaps_total",
+                           "Gaps seen in the live feed (each triggers a "
+                           "catch-up)",
+                           src, 1, &p->gaps);
+    metrics_histogram_create(r, "agentmesh_query_projection_lag_seconds",
+                             "Event commit in its source to commit in the "
+                             "read models, live path",
+                             src, 1, lag_bounds,
+                             sizeof lag_bounds / sizeof lag_bounds[0], &p->lag);
+    metrics_gauge_create(r, "agentmesh_query_position",
+                         "Last position applied per source", src, 1,
+                         &p->position);
+}
+
+static void count(metrics_family *f, const char *source, const char *path,
+                  double v)
+{
+    const char *labels[] = {source, path};
+    if (f && v > 0)
+        metrics_counter_add(f, labels, v);
+}
+
+static void set_position(qs_projector *p, int source)
+{
+    uint64_t pos[QS_NSOURCES];
+    const char *labels[] = {qs_source_name(source)};
+    if (!p->position)
+        return;
+    qs_db_positions_now(p->db, pos);
+    metrics_gauge_set(p->position, labels, (double)pos[source]);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void qs_projector_push(qs_projector *p, qs_event *ev)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->qn == p->qcap && p->qcap < QUEUE_MAX) {
+        size_t cap = p->qcap ? p->qcap * 2 : 1024;
+        qs_event **q = realloc(p->q, cap * sizeof *q);
+        if (q) {
+            p->q = q;
+            p->qcap = cap;
+        }
+    }
+    if (p->qn < p->qcap) {
+        p->q[p->qn++] = ev;
+        ev = NULL;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (ev) {
+        /* Dropped: the next event shows the gap and catch-up fills it. */
+        qs_event_free(ev);
+    }
+}
+
+void qs_projector_catch_up(qs_projector *p, int source)
+{
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < QS_NSOURCES; i++)
+        if (source < 0 || source == i)
+            p->src[i].want = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void deadline_in(int64_t ms, struct timespec *ts)
+{
+    int64_t at = qs_mono_ms() + ms;
+    ts->tv_sec = (time_t)(at / 1000);
+    ts->tv_nsec = (long)(at % 1000) * 1000000;
+}
+
+/* Applies one run of a source's events (ascending positions). */
+static void apply_run(qs_projector *p, int source, qs_event **evs, size_t n)
+{
+    uint64_t pos[QS_NSOURCES];
+    qs_db_positions_now(p->db, pos);
+    const char *name = qs_source_name(source);
+    size_t skip = 0;
+    while (skip < n && evs[skip]->position <= pos[source])
+        skip++;
+    if (skip == n) {
+        count(p->dropped, name, NULL, (double)n);
+        return;
+    }
+    qs_apply_result res;
+    int rc = qs_apply(p->db, source, evs + skip, n - skip, &res);
+    if (!rc) {
+        count(p->applied, name, "nats", (double)res.applied);
+        count(p->dropped, name, NULL, (double)(skip + res.duplicates));
+        if (res.gap)
+            count(p->gaps, name, NULL, 1);
+        int64_t now = now_ns();
+        const char *labels[] = {name};
+        for (size_t i = skip; p->lag && i < n; i++)
+            if (evs[i]->position <= res.checkpoint &&
+                evs[i]->position > pos[source])
+                metrics_histogram_observe(
+                    p->lag, labels, (double)(now - evs[i]->time_unix_nano) / 1e9);
+        set_position(p, source);
+    }
+    if (rc) {
+        LOG_ERROR("query: applying %s events failed: %s",
+                  qs_source_name(source), es_strerror(rc));
+        qs_projector_catch_up(p, source);
+    } else if (res.gap) {
+        LOG_DEBUG("query: gap in %s after %llu: catching up",
+                  qs_source_name(source), (unsigned long long)res.checkpoint);
+        qs_projector_catch_up(p, source);
+    }
+}
+
+static void *live_main(void *arg)
+{
+    qs_projector *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->qn && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        qs_event **q = p->q;
+        size_t n = p->qn;
+        p->q = NULL;
+        p->qn = p->qcap = 0;
+        pthread_mutex_unlock(&p->mu);
+        size_t i = 0;
+        while (i < n) {
+            size_t j = i + 1;
+            /* A run: one source, ascending positions, bounded size. */
+            while (j < n && j - i < BATCH_MAX &&
+                   q[j]->source == q[i]->source &&
+                   q[j]->position > q[j - 1]->position)
+                j++;
+            apply_run(p, q[i]->source, q + i, j - i);
+            i = j;
+        }
+        for (i = 0; i < n; i++)
+            qs_event_free(q[i]);
+        free(q);
+    }
+    return NULL;
+}
+
+static void *catch_up_main(void *arg)
+{
+    source_state *s = arg;
+    qs_projector *p = s->p;
+    const char *name = qs_source_name(s->index);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        if (!s->want && !p->stop) {
+            struct timespec ts;
+            deadline_in(p->opts.poll_ms, &ts);
+            pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        }
+        bool stop = p->stop;
+        /* A poll when nothing asked: finds what NATS did not bring. */
+        s->want = false;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        uint64_t applied = 0;
+        int rc = qs_catch_up(p->db, s->client, s->index, p->opts.page,
+                             &applied, NULL, NULL);
+        if (rc && !s->failing)
+            LOG_WARN("query: cannot catch up %s from %s: %s; retrying", name,
+                     p->opts.addr[s->index], es_strerror(rc));
+        else if (!rc && s->failing)
+            LOG_INFO("query: %s reachable again", name);
+        s->failing = rc != 0;
+        count(p->applied, name, "catchup", (double)applied);
+        if (applied)
+            set_position(p, s->index);
+        if (applied)
+            LOG_DEBUG("query: caught up %llu %s events",
+                      (unsigned long long)applied, name);
+    }
+    return NULL;
+}
+
+int qs_projector_start(qs_db *db, const qs_projector_options *opts,
+                       qs_projector **out)
+{
+    qs_projector *p = calloc(1, sizeof *p);
+    int rc = ES_OK;
+    if (!p)
+        return ES_NOMEM;
+    p->db = db;
+    p->opts = *opts;
+    if (p->opts.poll_ms <= 0)
+        p->opts.poll_ms = 250;
+    if (!p->opts.page || p->opts.page > 1000)
+        p->opts.page = 1000;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    create_metrics(p, opts->metrics);
+    if (pthread_create(&p->thread, NULL, live_main, p)) {
+        rc = ES_IO;
+        goto out;
+    }
+    p->started = true;
+    for (int i = 0; i < QS_NSOURCES; i++) {
+        source_state *s = &p->src[i];
+        s->index = i;
+        s->p = p;
+        s->want = true;
+        if (!opts->addr[i] || !*opts->addr[i])
+            continue;
+        if ((rc = qs_client_create(opts->addr[i], &s->client)))
+            goto out;
+        if (pthread_create(&s->thread, NULL, catch_up_main, s)) {
+            rc = ES_IO;
+            goto out;
+        }
+        s->started = true;
+    }
+    if (opts->nats_url && *opts->nats_url &&
+        (rc = qs_nats_start(opts->nats_url, p, &p->nats)))
+        goto out;
+    *out = p;
+    p = NULL;
+out:
+    qs_projector_stop(p);
+    return rc;
+}
+
+void qs_projector_stop(qs_projector *p)
+{
+    if (!p)
+        return;
+    /* NATS first: after its closed callback nothing pushes any more. */
+    qs_nats_stop(p->nats);
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (p->started)
+        pthread_join(p->thread, NULL);
+    for (int i = 0; i < QS_NSOURCES; i++) {
+        if (p->src[i].started)
+            pthread_join(p->src[i].thread, NULL);
+        qs_client_destroy(p->src[i].client);
+    }
+    for (size_t i = 0; i < p->qn; i++)
+        qs_event_free(p->q[i]);
+    free(p->q);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}

@@ -1,0 +1,304 @@
+/* The query service's internal interface: the normalised event every feed
+ * delivers (qs_event), the projection database (qs_db: the LMDB env under
+ * data/query holding the read models, per-source checkpoints and the waits
+ * for min_positions), the read models' apply and read functions, page
+ * tokens, the catch-up client, the NATS consumer, the projector and rebuild.
+ *
+ * Status: functions return 0 or an es_status (eventstore.h) unless stated.
+ * Thread-safety: qs_db and qs_projector functions are thread-safe; read
+ * model functions take an es_txn and run on the thread that owns it. */
+#ifndef AGENTMESH_QUERY_H
+#define AGENTMESH_QUERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "agentmesh/v1/agents.pb-c.h"
+#include "agentmesh/v1/common.pb-c.h"
+#include "agentmesh/v1/memory.pb-c.h"
+#include "agentmesh/v1/query.pb-c.h"
+#include "eventstore/eventstore.h"
+
+/* ---- Sources ------------------------------------------------------------- */
+
+enum { QS_AGENTS = 0, QS_MEMORY = 1, QS_NSOURCES = 2 };
+
+/* "agents" / "memory" (static), NULL for other values. */
+const char *qs_source_name(int source);
+/* The source index of a name (n bytes), or -1. */
+int qs_source_parse(const char *name, size_t n);
+
+/* ---- Events ----------------------------------------------------------------
+ * One event as the read models see it, whichever path brought it: the
+ * payload decoded (MemoryWritten.sealed_value cleared) and packed again, so
+ * that NATS (proto3 JSON) and the EventStore API (protobuf bytes) give the
+ * same bytes. Correlation, causation and actor are not on NATS, so no read
+ * model keeps them; the traceparent is kept. */
+typedef struct qs_event {
+    int source;
+    uint64_t position;
+    uint64_t stream_version;
+    int64_t time_unix_nano;
+    char event_id[40];
+    char *stream;
+    char *type;
+    char *traceparent;          /* "" when absent */
+    ProtobufCMessage *payload;  /* NULL for a type that is not an API message */
+    uint8_t *data;              /* packed payload (NULL when data_len is 0) */
+    size_t data_len;
+} qs_event;
+
+/* Frees an event (NULL is a no-op). */
+void qs_event_free(qs_event *ev);
+/* From an EventStore API event (borrowed). *out is owned by the caller.
+ * Errors: ES_NOMEM, ES_INVALID (bad payload). */
+int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
+                        qs_event **out);
+/* From a CloudEvents JSON body as the outbox publishes it (borrowed).
+ * Errors: ES_NOMEM, ES_INVALID (not an agentmesh event; why says). */
+int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
+                             char *why, size_t why_len);
+/* The agentmesh.v1.Event served by ListEvents and the timeline: a new
+ * message owned by the caller (protobuf_c_message_free_unpacked), with
+ * data_json filled. Errors: ES_NOMEM. */
+int qs_event_to_proto(const qs_event *ev, Agentmesh__V1__Event **out);
+
+/* ---- Byte helpers ----------------------------------------------------------- */
+void qs_be64(uint8_t out[8], uint64_t v);
+uint64_t qs_get_be64(const uint8_t in[8]);
+/* Packs a message into a new malloc'd buffer (*out, caller frees); ES_NOMEM. */
+int qs_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
+/* A malloc'd NUL-terminated copy of n bytes of s (NULL s = ""), or NULL. */
+char *qs_strndup(const char *s, size_t n);
+int64_t qs_mono_ms(void);
+/* Frees a message's string field unless it is protobuf-c's static "". */
+void qs_free_str(char *s);
+
+/* ---- Projection database ---------------------------------------------------- */
+typedef struct qs_db qs_db;
+
+/* Opens (creating) the env in dir. `sync`: fsync each commit (off by
+ * default: the read models are rebuilt from the sources, and a commit lost
+ * on power loss is re-applied from the checkpoint). *out owned by the
+ * caller (qs_db_close). */
+int qs_db_open(const char *dir, bool sync, qs_db **out);
+void qs_db_close(qs_db *db);
+/* Borrowed for the db's life. */
+es_store *qs_db_store(qs_db *db);
+
+/* The checkpoints (last applied position per source) as of txn. */
+void qs_db_positions(es_txn *txn, uint64_t out[QS_NSOURCES]);
+/* The in-memory copy of the checkpoints, updated after each commit. */
+void qs_db_positions_now(qs_db *db, uint64_t out[QS_NSOURCES]);
+/* Called after a commit that advanced `source` to `position`: wakes waits. */
+void qs_db_advanced(qs_db *db, int source, uint64_t position);
+/* A counter bumped by every commit (for streams waiting for news). */
+uint64_t qs_db_generation(qs_db *db);
+/* Waits until the generation differs from `seen` or `timeout_ms` passes, or
+ * qs_db_wake is called. */
+void qs_db_wait_news(qs_db *db, uint64_t seen, int64_t timeout_ms);
+/* Waits until every source has reached min[i], or the deadline (monotonic
+ * ms, INT64_MAX = none) passes, or *cancelled turns true. Returns 0 when
+ * reached, ES_TIMEOUT otherwise. */
+int qs_db_wait_positions(qs_db *db, const uint64_t min[QS_NSOURCES],
+                         int64_t deadline_ms, const volatile int *cancelled);
+/* Wakes every waiter (cancellation, shutdown). */
+void qs_db_wake(qs_db *db);
+
+/* ---- Apply ------------------------------------------------------------------ */
+
+typedef struct qs_apply_result {
+    size_t applied;      /* events applied in this call */
+    size_t duplicates;   /* position <= checkpoint, dropped */
+    uint64_t checkpoint; /* the source's checkpoint after the call */
+    bool gap;            /* stopped at an event after checkpoint + 1 */
+} qs_apply_result;
+
+/* Applies evs[0..n) (one source, ascending positions) in ONE write
+ * transaction: each event with position == checkpoint + 1 updates the read
+ * models and the checkpoint; lower positions are dropped; a higher one stops
+ * the batch (gap). Idempotent by construction. */
+int qs_apply(qs_db *db, int source, qs_event *const *evs, size_t n,
+             qs_apply_result *res);
+
+/* Read-model namespaces (static), NULL-terminated; for dump and rebuild. */
+extern const char *const qs_namespaces[];
+
+/* Each read model's share of applying one event inside the write txn. */
+int qs_agents_apply(es_txn *txn, const qs_event *ev);
+int qs_tasks_apply(es_txn *txn, const qs_event *ev);
+int qs_memory_apply(es_txn *txn, const qs_event *ev);
+int qs_feed_apply(es_txn *txn, const qs_event *ev);
+int qs_stats_apply(es_txn *txn, const qs_event *ev);
+/* Stats counters in namespace q.stats, key "<group>:<name>" (8-byte
+ * big-endian), changed by delta inside the write txn. */
+int qs_stats_add(es_txn *txn, const char *group, const char *name,
+                 int64_t delta);
+/* Records one submit-to-complete latency (nanoseconds). */
+int qs_stats_latency(es_txn *txn, int64_t nanos);
+/* Adjusts an agent's active_tasks (delta +1/-1); no-op for unknown agents. */
+int qs_agents_adjust_active(es_txn *txn, const char *agent_id, int delta);
+
+/* ---- Reads (inside a read txn; replies are owned by the caller) ----------- */
+
+#define QS_PAGE_DEFAULT 100u
+#define QS_PAGE_MAX 1000u
+#define QS_SCAN_MAX 100000u /* entries examined per page with filters */
+
+/* Errors also include ES_INVALID with msg (a bad token or filter). */
+int qs_agents_get(es_txn *txn, const char *agent_id, Agentmesh__V1__Agent **out);
+int qs_agents_list(es_txn *txn, const Agentmesh__V1__ListAgentsRequest *req,
+                   Agentmesh__V1__ListAgentsResponse *resp, char *msg,
+                   size_t msglen);
+int qs_tasks_list(es_txn *txn, const Agentmesh__V1__ListTasksRequest *req,
+                  Agentmesh__V1__ListTasksResponse *resp, char *msg,
+                  size_t msglen);
+int qs_tasks_timeline(es_txn *txn, const char *task_id,
+                      Agentmesh__V1__GetTaskTimelineResponse *resp);
+int qs_memory_search(es_txn *txn, const Agentmesh__V1__SearchMemoryRequest *req,
+                     Agentmesh__V1__SearchMemoryResponse *resp, char *msg,
+                     size_t msglen);
+int qs_stats_get(es_txn *txn, Agentmesh__V1__GetStatsResponse *resp);
+
+/* Feed reads: events after `after` (a source position, or the merged feed
+ * sequence when source < 0) matching the filter, at most limit. Each event
+ * gets *seq_out[i] = its cursor value. */
+typedef struct qs_feed_filter {
+    int source;                 /* -1: merged */
+    const char *stream_prefix;  /* NULL or "" = all */
+    char *const *types;
+    size_t n_types;
+} qs_feed_filter;
+int qs_feed_list(es_txn *txn, const qs_feed_filter *f, uint64_t after,
+                 size_t limit, Agentmesh__V1__Event ***events, size_t *n,
+                 uint64_t *last_cursor);
+/* The stored event at (source, position), as a new message. ES_NOT_FOUND. */
+int qs_feed_get(es_txn *txn, int source, uint64_t position,
+                Agentmesh__V1__Event **out);
+/* The merged feed's last sequence. */
+uint64_t qs_feed_last_seq(es_txn *txn);
+
+/* Frees the repeated fields a read filled (not the struct itself). */
+void qs_free_events(Agentmesh__V1__Event **evs, size_t n);
+/* Every map<string, uint64> entry of the API (positions, min_positions,
+ * tasks_by_state) has this layout; `desc` is the generated entry type. */
+typedef struct qs_u64_entry {
+    ProtobufCMessage base;
+    char *key;
+    uint64_t value;
+} qs_u64_entry;
+/* Fills a map field with one entry per source from pos: *out (n_out
+ * entries) is freed with the reply (protobuf_c_message_free_unpacked of each
+ * entry, then free). Errors: ES_NOMEM. */
+int qs_positions_map(const ProtobufCMessageDescriptor *desc,
+                     const uint64_t pos[QS_NSOURCES], void ***out,
+                     size_t *n_out);
+/* Adds one entry (key copied) to a map field being built. ES_NOMEM. */
+int qs_map_add(const ProtobufCMessageDescriptor *desc, void ***entries,
+               size_t *n, const char *key, uint64_t value);
+/* Frees a map field's entries and array. */
+void qs_map_free(void **entries, size_t n);
+/* Reads min_positions entries into min[]; ES_INVALID (msg) for an unknown
+ * source name. */
+int qs_min_positions(void *const *entries, size_t n,
+                     uint64_t min[QS_NSOURCES], char *msg, size_t msglen);
+
+/* ---- Page tokens -----------------------------------------------------------
+ * Opaque text (base64url) binding a cursor key to the request's kind and
+ * filter hash, so a token used with other filters is refused. */
+int qs_token_encode(char kind, uint64_t filter_hash, const void *key,
+                    size_t key_len, char **out);
+/* Decodes into key (at most cap bytes). ES_INVALID for a malformed token or
+ * one issued for another kind or filter. "" gives key_len 0. */
+int qs_token_decode(const char *token, char kind, uint64_t filter_hash,
+                    void *key, size_t cap, size_t *key_len);
+uint64_t qs_hash(uint64_t h, const void *p, size_t n);
+
+/* One page of an index scan: visits the keys of ns that start with prefix
+ * and come strictly after prefix+after (after_len 0: from the first), and
+ * calls fn(arg, txn, suffix, suffix_len, val, val_len) for each (suffix =
+ * the key past the prefix); fn returns 1 when it took the item, 0 to skip
+ * it, QS_STOP to end the scan there, or a negative es_status negated to
+ * fail. Stops after `limit` items
+ * taken or QS_SCAN_MAX keys examined; *more tells whether keys remain, and
+ * last/last_len (QS_KEY_CAP bytes) the suffix to continue after. */
+#define QS_KEY_CAP 512
+#define QS_STOP 2
+typedef int (*qs_take_fn)(void *arg, es_txn *txn, const uint8_t *suffix,
+                          size_t suffix_len, const void *val, size_t val_len);
+int qs_scan_page(es_txn *txn, const char *ns, const void *prefix,
+                 size_t prefix_len, const void *after, size_t after_len,
+                 size_t limit, qs_take_fn fn, void *arg, uint8_t *last,
+                 size_t *last_len, bool *more);
+/* The page size of a request: 0 means QS_PAGE_DEFAULT, larger than
+ * QS_PAGE_MAX is capped. */
+size_t qs_page_size(uint32_t requested);
+
+/* ---- Projector: live queue, catch-up and NATS --------------------------- */
+typedef struct qs_projector qs_projector;
+
+typedef struct qs_projector_options {
+    const char *addr[QS_NSOURCES]; /* EventStore gRPC targets; NULL/"" = off */
+    const char *nats_url;          /* NULL/"" = no NATS (catch-up polling only) */
+    int64_t poll_ms;               /* idle catch-up interval */
+    unsigned page;                 /* ReadAll page size, at most 1000 */
+    struct metrics_registry *metrics; /* borrowed for the projector's life;
+                                         may be NULL */
+} qs_projector_options;
+
+/* Starts the projector thread, one catch-up thread per configured source
+ * (each catches up at once) and the NATS consumer. db is borrowed until
+ * qs_projector_stop. */
+int qs_projector_start(qs_db *db, const qs_projector_options *opts,
+                       qs_projector **out);
+/* Stops the threads, closes NATS (waiting for its closed callback) and
+ * frees. NULL is a no-op. */
+void qs_projector_stop(qs_projector *p);
+/* Queues an event from NATS (takes ownership of ev). */
+void qs_projector_push(qs_projector *p, qs_event *ev);
+/* Asks source's catch-up thread (or every source's when < 0) to run. */
+void qs_projector_catch_up(qs_projector *p, int source);
+
+/* The NATS consumer: subscribes to agentmesh.events.> and pushes decoded
+ * events; a reconnect asks for catch-up of every source. */
+typedef struct qs_nats qs_nats;
+int qs_nats_start(const char *url, qs_projector *p, qs_nats **out);
+void qs_nats_stop(qs_nats *n);
+
+/* The catch-up client: ReadAll pages from a source's EventStore, on the
+ * calling thread with its own completion queue. */
+typedef struct qs_client qs_client;
+int qs_client_create(const char *target, qs_client **out);
+void qs_client_destroy(qs_client *c);
+/* One ReadAll page from `from` (inclusive). *events (n) are owned by the
+ * caller (qs_event_free each, free the array). *end set on the last page.
+ * Errors: ES_CLOSED (unreachable or failed call; msg says), ES_NOMEM. */
+int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
+                       int64_t timeout_ms, qs_event ***events, size_t *n,
+                       bool *end, uint64_t *next, char *msg, size_t msglen);
+
+/* Catches source up from its checkpoint to the end of its log through c,
+ * applying page by page. *applied counts the events applied. progress may
+ * be NULL; else called after each page. Errors: those of the client and
+ * qs_apply. */
+typedef void (*qs_progress_fn)(void *arg, int source, uint64_t position,
+                               uint64_t applied);
+int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
+                uint64_t *applied, qs_progress_fn progress, void *arg);
+
+/* ---- Rebuild and dump ------------------------------------------------------- */
+
+/* Drops the env in dir and replays every source (addr[i] non-empty) from
+ * position 1, printing progress lines to stderr. */
+int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
+               unsigned page, bool sync);
+/* Writes every read-model namespace and checkpoint of dir's env, one line
+ * per key ("ns hexkey hexvalue"), to f. The merged feed's order is the
+ * apply order, so it is written as its content only (see docs/QUERY.md). */
+int qs_dump(const char *dir, void *f);
+
+#endif

@@ -1,0 +1,450 @@
+/* The tasks read model: one Task record per task (as AgentManager.GetTask
+ * shows it), indexes by creation, agent, state and submission time, the
+ * per-task timeline, the tasks-by-state counters and the agents'
+ * active_tasks. The record is stored as [8-byte creation position][2-byte
+ * length][requested agent][packed Task]: the creation position is the
+ * immutable tail of every index key (what keeps pagination stable), and the
+ * requested agent is what a retry goes back to. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agentmesh/v1/events.pb-c.h"
+#include "services/query/query.h"
+
+#define NS "q.tasks"
+#define NS_POS "q.tasks.pos"
+#define NS_AGENT "q.tasks.agent"
+#define NS_STATE "q.tasks.state"
+#define NS_TIME "q.tasks.time"
+#define NS_TIMELINE "q.timeline"
+#define PREFIX "task-"
+#define ID_MAX 256
+
+typedef struct rec {
+    uint64_t created;
+    char target[ID_MAX + 1];
+    Agentmesh__V1__Task *t;
+} rec;
+
+static const char *state_name(int s)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &agentmesh__v1__task_state__descriptor, s);
+    return v ? v->name : "TASK_STATE_UNSPECIFIED";
+}
+
+static bool active(int s)
+{
+    return s == AGENTMESH__V1__TASK_STATE__TASK_STATE_ASSIGNED ||
+           s == AGENTMESH__V1__TASK_STATE__TASK_STATE_RUNNING;
+}
+
+static int load(es_txn *txn, const char *id, rec *r)
+{
+    const void *v;
+    size_t vl;
+    int rc = es_kv_get(txn, NS, id, strlen(id), &v, &vl);
+    if (rc)
+        return rc;
+    const uint8_t *b = v;
+    if (vl < 10)
+        return ES_CORRUPT;
+    r->created = qs_get_be64(b);
+    size_t tl = (size_t)b[8] << 8 | b[9];
+    if (tl > ID_MAX || 10 + tl > vl)
+        return ES_CORRUPT;
+    memcpy(r->target, b + 10, tl);
+    r->target[tl] = '\0';
+    r->t = agentmesh__v1__task__unpack(NULL, vl - 10 - tl, b + 10 + tl);
+    return r->t ? ES_OK : ES_CORRUPT;
+}
+
+static int store(es_txn *txn, const rec *r)
+{
+    size_t tl = strlen(r->target);
+    size_t pl = protobuf_c_message_get_packed_size(&r->t->base);
+    uint8_t *b = malloc(10 + tl + pl);
+    if (!b)
+        return ES_NOMEM;
+    qs_be64(b, r->created);
+    b[8] = (uint8_t)(tl >> 8);
+    b[9] = (uint8_t)tl;
+    memcpy(b + 10, r->target, tl);
+    protobuf_c_message_pack(&r->t->base, b + 10 + tl);
+    int rc = es_kv_put(txn, NS, r->t->task_id, strlen(r->t->task_id), b,
+                       10 + tl + pl);
+    free(b);
+    return rc;
+}
+
+static uint64_t time_key(int64_t t)
+{
+    return (uint64_t)t ^ (1ull << 63);
+}
+
+/* Puts or deletes a task's index entries and its state counter. */
+static int index_task(es_txn *txn, const rec *r, int put)
+{
+    const Agentmesh__V1__Task *t = r->t;
+    const char *id = t->task_id;
+    size_t idl = strlen(id);
+    uint8_t k[ID_MAX + 32];
+    int rc;
+#define EDIT(ns, key, kl)                                                     \
+    do {                                                                      \
+        rc = put ? es_kv_put(txn, ns, key, kl, id, idl)                       \
+                 : es_kv_del(txn, ns, key, kl);                               \
+        if (rc && rc != ES_NOT_FOUND)                                         \
+            return rc;                                                        \
+    } while (0)
+    qs_be64(k, r->created);
+    EDIT(NS_POS, k, 8);
+    k[0] = (uint8_t)t->state;
+    qs_be64(k + 1, r->created);
+    EDIT(NS_STATE, k, 9);
+    qs_be64(k, time_key(t->submitted_at_unix_nano));
+    qs_be64(k + 8, r->created);
+    EDIT(NS_TIME, k, 16);
+    size_t al = t->agent_id ? strlen(t->agent_id) : 0;
+    if (al && al <= ID_MAX) {
+        memcpy(k, t->agent_id, al);
+        k[al] = 0;
+        qs_be64(k + al + 1, r->created);
+        EDIT(NS_AGENT, k, al + 9);
+    }
+#undef EDIT
+    return qs_stats_add(txn, "task", state_name(t->state), put ? 1 : -1);
+}
+
+static int set_str(char **dst, const char *src)
+{
+    char *d = strdup(src ? src : "");
+    if (!d)
+        return ES_NOMEM;
+    qs_free_str(*dst);
+    *dst = d;
+    return ES_OK;
+}
+
+static int fold_submitted(rec *r, const Agentmesh__V1__TaskSubmitted *p)
+{
+    Agentmesh__V1__Task *t = r->t;
+    int rc;
+    snprintf(r->target, sizeof r->target, "%s", p->agent_id ? p->agent_id : "");
+    for (size_t i = 0; i < t->n_required_capabilities; i++)
+        free(t->required_capabilities[i]);
+    free(t->required_capabilities);
+    t->required_capabilities = NULL;
+    t->n_required_capabilities = 0;
+    if (p->n_required_capabilities) {
+        if (!(t->required_capabilities =
+                  calloc(p->n_required_capabilities, sizeof(char *))))
+            return ES_NOMEM;
+        for (size_t i = 0; i < p->n_required_capabilities; i++) {
+            if (!(t->required_capabilities[i] =
+                      strdup(p->required_capabilities[i])))
+                return ES_NOMEM;
+            t->n_required_capabilities++;
+        }
+    }
+    if ((rc = set_str(&t->input, p->input)) ||
+        (rc = set_str(&t->agent_id, r->target)) ||
+        (rc = set_str(&t->idempotency_key, p->idempotency_key)))
+        return rc;
+    t->priority = p->priority;
+    t->submitted_at_unix_nano = p->submitted_at_unix_nano;
+    t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_PENDING;
+    t->attempt = 1;
+    return ES_OK;
+}
+
+/* Folds one event into the task; *changed when it was a task event. */
+static int fold(rec *r, const qs_event *ev, bool *changed)
+{
+    Agentmesh__V1__Task *t = r->t;
+    const ProtobufCMessageDescriptor *d = ev->payload->descriptor;
+    const void *p = ev->payload;
+    int rc = ES_OK;
+    *changed = true;
+    if (d == &agentmesh__v1__task_submitted__descriptor) {
+        rc = fold_submitted(r, p);
+    } else if (d == &agentmesh__v1__task_assigned__descriptor) {
+        const Agentmesh__V1__TaskAssigned *a = p;
+        rc = set_str(&t->agent_id, a->agent_id);
+        t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_ASSIGNED;
+        if (a->attempt)
+            t->attempt = a->attempt;
+    } else if (d == &agentmesh__v1__task_started__descriptor) {
+        t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_RUNNING;
+    } else if (d == &agentmesh__v1__task_progressed__descriptor) {
+        const Agentmesh__V1__TaskProgressed *g = p;
+        rc = set_str(&t->phase, g->phase);
+        t->progress_percent = g->progress_percent;
+    } else if (d == &agentmesh__v1__task_completed__descriptor) {
+        rc = set_str(&t->output, ((const Agentmesh__V1__TaskCompleted *)p)->output);
+        t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_COMPLETED;
+    } else if (d == &agentmesh__v1__task_failed__descriptor) {
+        rc = set_str(&t->error, ((const Agentmesh__V1__TaskFailed *)p)->error);
+        t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_FAILED;
+    } else if (d == &agentmesh__v1__task_cancelled__descriptor) {
+        t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_CANCELLED;
+    } else if (d == &agentmesh__v1__task_retried__descriptor) {
+        if (!(rc = set_str(&t->agent_id, r->target)))
+            rc = set_str(&t->phase, "");
+        t->state = AGENTMESH__V1__TASK_STATE__TASK_STATE_PENDING;
+        t->attempt = ((const Agentmesh__V1__TaskRetried *)p)->attempt;
+        t->progress_percent = 0;
+    } else {
+        *changed = false;
+    }
+    return rc;
+}
+
+static int timeline_add(es_txn *txn, const qs_event *ev, const char *id)
+{
+    uint8_t k[ID_MAX + 16], v[8];
+    size_t idl = strlen(id);
+    memcpy(k, id, idl);
+    k[idl] = 0;
+    qs_be64(k + idl + 1, ev->stream_version);
+    qs_be64(v, ev->position);
+    return es_kv_put(txn, NS_TIMELINE, k, idl + 9, v, 8);
+}
+
+int qs_tasks_apply(es_txn *txn, const qs_event *ev)
+{
+    size_t pl = strlen(PREFIX);
+    if (strncmp(ev->stream, PREFIX, pl) || !ev->stream[pl] || !ev->payload)
+        return ES_OK;
+    const char *id = ev->stream + pl;
+    if (strlen(id) > ID_MAX)
+        return ES_OK;
+    rec r;
+    memset(&r, 0, sizeof r);
+    int rc = load(txn, id, &r);
+    bool existed = rc == ES_OK;
+    bool changed = false;
+    if (rc && rc != ES_NOT_FOUND)
+        return rc;
+    if (!existed) {
+        if (ev->payload->descriptor != &agentmesh__v1__task_submitted__descriptor)
+            return ES_OK;
+        if (!(r.t = malloc(sizeof *r.t)))
+            return ES_NOMEM;
+        agentmesh__v1__task__init(r.t);
+        if (!(r.t->task_id = strdup(id))) {
+            rc = ES_NOMEM;
+            goto out;
+        }
+        r.created = ev->position;
+    } else if (ev->stream_version <= r.t->version) {
+        rc = ES_OK;
+        goto out;
+    }
+    char old_agent[ID_MAX + 1];
+    int old_state = r.t->state;
+    snprintf(old_agent, sizeof old_agent, "%s",
+             r.t->agent_id ? r.t->agent_id : "");
+    if (existed && (rc = index_task(txn, &r, 0)))
+        goto out;
+    if ((rc = fold(&r, ev, &changed)))
+        goto out;
+    if (!changed) {
+        if (existed)
+            rc = index_task(txn, &r, 1);
+        goto out;
+    }
+    r.t->version = ev->stream_version;
+    r.t->position = ev->position;
+    r.t->updated_at_unix_nano = ev->time_unix_nano;
+    if ((rc = store(txn, &r)) || (rc = index_task(txn, &r, 1)) ||
+        (rc = timeline_add(txn, ev, id)))
+        goto out;
+    if (existed && active(old_state) &&
+        (rc = qs_agents_adjust_active(txn, old_agent, -1)))
+        goto out;
+    if (active(r.t->state) &&
+        (rc = qs_agents_adjust_active(txn, r.t->agent_id, 1)))
+        goto out;
+    if (r.t->state == AGENTMESH__V1__TASK_STATE__TASK_STATE_COMPLETED &&
+        old_state != (int)r.t->state)
+        rc = qs_stats_latency(txn, ev->time_unix_nano -
+                                       r.t->submitted_at_unix_nano);
+out:
+    if (r.t)
+        protobuf_c_message_free_unpacked(&r.t->base, NULL);
+    return rc;
+}
+
+typedef struct list_ctx {
+    const Agentmesh__V1__ListTasksRequest *req;
+    bool by_time;
+    Agentmesh__V1__Task **out;
+    size_t n;
+} list_ctx;
+
+static int take_task(void *arg, es_txn *txn, const uint8_t *suffix,
+                     size_t sl, const void *val, size_t vl)
+{
+    list_ctx *c = arg;
+    const Agentmesh__V1__ListTasksRequest *q = c->req;
+    char id[ID_MAX + 1];
+    rec r;
+    (void)suffix;
+    (void)sl;
+    if (vl > ID_MAX)
+        return 0;
+    if (c->by_time && q->until_unix_nano &&
+        (int64_t)(qs_get_be64(suffix) ^ (1ull << 63)) >= q->until_unix_nano)
+        return QS_STOP;
+    memcpy(id, val, vl);
+    id[vl] = '\0';
+    memset(&r, 0, sizeof r);
+    int rc = load(txn, id, &r);
+    if (rc == ES_NOT_FOUND)
+        return 0;
+    if (rc)
+        return -rc;
+    const Agentmesh__V1__Task *t = r.t;
+    bool ok = (!q->state || (int)t->state == (int)q->state) &&
+              (!q->agent_id || !*q->agent_id ||
+               !strcmp(t->agent_id, q->agent_id)) &&
+              (!q->since_unix_nano ||
+               t->submitted_at_unix_nano >= q->since_unix_nano) &&
+              (!q->until_unix_nano ||
+               t->submitted_at_unix_nano < q->until_unix_nano);
+    if (!ok) {
+        protobuf_c_message_free_unpacked(&r.t->base, NULL);
+        return 0;
+    }
+    c->out[c->n++] = r.t;
+    return 1;
+}
+
+int qs_tasks_list(es_txn *txn, const Agentmesh__V1__ListTasksRequest *req,
+                  Agentmesh__V1__ListTasksResponse *resp, char *msg,
+                  size_t msglen)
+{
+    list_ctx c = {req, false, NULL, 0};
+    size_t limit = qs_page_size(req->page_size);
+    uint64_t h = qs_hash(0, req->agent_id, strlen(req->agent_id));
+    h = qs_hash(h, &req->state, sizeof req->state);
+    h = qs_hash(h, &req->since_unix_nano, sizeof req->since_unix_nano);
+    h = qs_hash(h, &req->until_unix_nano, sizeof req->until_unix_nano);
+    uint8_t after[QS_KEY_CAP], last[QS_KEY_CAP], prefix[ID_MAX + 2];
+    size_t after_len = 0, last_len = 0, prefix_len = 0;
+    if (qs_token_decode(req->page_token, 't', h, after, sizeof after,
+                        &after_len)) {
+        snprintf(msg, msglen, "page_token: malformed or issued for other "
+                              "filters");
+        return ES_INVALID;
+    }
+    if (req->until_unix_nano && req->since_unix_nano > req->until_unix_nano) {
+        snprintf(msg, msglen, "since_unix_nano is after until_unix_nano");
+        return ES_INVALID;
+    }
+    const char *ns = NS_POS;
+    size_t al = strlen(req->agent_id);
+    if (al) {
+        if (al > ID_MAX)
+            return ES_OK;
+        ns = NS_AGENT;
+        memcpy(prefix, req->agent_id, al);
+        prefix[al] = 0;
+        prefix_len = al + 1;
+    } else if (req->state) {
+        ns = NS_STATE;
+        prefix[0] = (uint8_t)req->state;
+        prefix_len = 1;
+    } else if (req->since_unix_nano || req->until_unix_nano) {
+        ns = NS_TIME;
+        c.by_time = true;
+        if (!after_len && req->since_unix_nano) {
+            /* Strictly after (since - 1, last position) = from since. */
+            qs_be64(after, time_key(req->since_unix_nano - 1));
+            memset(after + 8, 0xff, 8);
+            after_len = 16;
+        }
+    }
+    if (!(c.out = calloc(limit, sizeof *c.out)))
+        return ES_NOMEM;
+    bool more = false;
+    int rc = qs_scan_page(txn, ns, prefix, prefix_len, after, after_len,
+                          limit, take_task, &c, last, &last_len, &more);
+    if (!rc && more && last_len)
+        rc = qs_token_encode('t', h, last, last_len, &resp->next_page_token);
+    if (rc) {
+        for (size_t i = 0; i < c.n; i++)
+            protobuf_c_message_free_unpacked(&c.out[i]->base, NULL);
+        free(c.out);
+        return rc;
+    }
+    resp->tasks = c.out;
+    resp->n_tasks = c.n;
+    return ES_OK;
+}
+
+typedef struct tl_ctx {
+    Agentmesh__V1__Event **evs;
+    size_t n, cap;
+    int rc;
+} tl_ctx;
+
+static int take_event(void *arg, es_txn *txn, const uint8_t *suffix,
+                      size_t sl, const void *val, size_t vl)
+{
+    tl_ctx *c = arg;
+    (void)suffix;
+    (void)sl;
+    if (vl != 8)
+        return 0;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        Agentmesh__V1__Event **v = realloc(c->evs, cap * sizeof *v);
+        if (!v)
+            return -ES_NOMEM;
+        c->evs = v;
+        c->cap = cap;
+    }
+    int rc = qs_feed_get(txn, QS_AGENTS, qs_get_be64(val), &c->evs[c->n]);
+    if (rc == ES_NOT_FOUND)
+        return 0;
+    if (rc)
+        return -rc;
+    c->n++;
+    return 1;
+}
+
+int qs_tasks_timeline(es_txn *txn, const char *task_id,
+                      Agentmesh__V1__GetTaskTimelineResponse *resp)
+{
+    uint8_t prefix[ID_MAX + 2], last[QS_KEY_CAP];
+    size_t idl = task_id ? strlen(task_id) : 0, last_len;
+    tl_ctx c = {NULL, 0, 0, 0};
+    bool more = true;
+    if (!idl || idl > ID_MAX)
+        return ES_NOT_FOUND;
+    memcpy(prefix, task_id, idl);
+    prefix[idl] = 0;
+    int rc = ES_OK;
+    size_t after_len = 0;
+    uint8_t after[QS_KEY_CAP];
+    while (!rc && more) {
+        rc = qs_scan_page(txn, NS_TIMELINE, prefix, idl + 1, after, after_len,
+                          QS_PAGE_MAX, take_event, &c, last, &last_len, &more);
+        memcpy(after, last, last_len);
+        after_len = last_len;
+        if (!last_len)
+            break;
+    }
+    if (!rc && c.n == 0)
+        rc = ES_NOT_FOUND;
+    if (rc) {
+        qs_free_events(c.evs, c.n);
+        return rc;
+    }
+    resp->events = c.evs;
+    resp->n_events = c.n;
+    return ES_OK;
+}
