@@ -128,7 +128,8 @@ static int visit(void *arg, const void *key, size_t key_len, const void *val,
                  size_t val_len)
 {
     scan *s = arg;
-    if (key_len < s->prefix_len || memcmp(key, s->prefix, s->prefix_len))
+    if (key_len < s->prefix_len ||
+        (s->prefix_len && memcmp(key, s->prefix, s->prefix_len)))
         return 1;
     if (s->taken >= s->limit || s->examined >= QS_SCAN_MAX) {
         *s->more = true;

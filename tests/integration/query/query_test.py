@@ -158,11 +158,12 @@ class Mesh:
         codes = {}
         for name, s in (("query", self.qs), ("agent-manager", self.am),
                         ("memory-sync", self.ms)):
-            if s and s.proc and s.proc.poll() is None:
-                codes[name] = s.stop()
-                if codes[name] != 0:
+            if s and s.proc:
+                codes[name] = s.stop() if s.proc.poll() is None \
+                    else s.proc.returncode
+                if codes[name] != 0 and not (name == "query" and s.signalled):
                     print("%s exited with %r:\n%s" % (name, codes[name],
-                                                      s.log()[-2000:]),
+                                                      s.log()[-8000:]),
                           file=sys.stderr)
         self.nats.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
