@@ -110,6 +110,11 @@ void am_assign_pending(am_service *s, const am_ctx *ctx);
 
 /* Snapshots (snapshot.c). With s->mu held: encode the state. */
 int am_snapshot_encode(am_service *s, uint8_t **buf, size_t *len);
+/* Decodes a snapshot into an empty state (every length checked; the fuzz
+ * driver feeds it arbitrary bytes). Returns ES_OK, ES_CORRUPT or ES_NOMEM;
+ * on error the state holds what was decoded so far (free it). */
+int am_snapshot_decode(am_state *st, const uint8_t *p, size_t len,
+                       uint64_t *w);
 /* Loads the snapshot into s->st and sets *after to replay from. */
 int am_snapshot_load(am_service *s, uint64_t *after);
 

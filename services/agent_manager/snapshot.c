@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "services/agent_manager/internal.h"
-#include "services/common/log.h"
 
 #define SNAP_NS "agent-manager"
 #define SNAP_KEY "state"
@@ -148,8 +147,7 @@ static int get_bytes(rbuf *r, uint32_t n, const uint8_t **out)
     return 0;
 }
 
-/* Decodes a snapshot into the (empty) state. Returns an es_status. */
-static int decode(am_state *st, const uint8_t *p, size_t len, uint64_t *w)
+int am_snapshot_decode(am_state *st, const uint8_t *p, size_t len, uint64_t *w)
 {
     rbuf r = {p, len, 0};
     uint32_t n, lo, hi, k;
@@ -168,6 +166,10 @@ static int decode(am_state *st, const uint8_t *p, size_t len, uint64_t *w)
         Agentmesh__V1__Agent *m = agentmesh__v1__agent__unpack(NULL, k, bytes);
         if (!m)
             return ES_CORRUPT;
+        if (!am_id_valid(m->agent_id) || am_map_get(st->agents, m->agent_id)) {
+            agentmesh__v1__agent__free_unpacked(m, NULL);
+            return ES_CORRUPT;
+        }
         am_agent *a = am_agent_from_proto(m);
         agentmesh__v1__agent__free_unpacked(m, NULL);
         if (!a || am_state_add_agent(st, a)) {
@@ -195,6 +197,10 @@ static int decode(am_state *st, const uint8_t *p, size_t len, uint64_t *w)
         Agentmesh__V1__Task *m = agentmesh__v1__task__unpack(NULL, mlen, bytes);
         if (!m)
             return ES_CORRUPT;
+        if (!am_id_valid(m->task_id) || am_map_get(st->tasks, m->task_id)) {
+            agentmesh__v1__task__free_unpacked(m, NULL);
+            return ES_CORRUPT;
+        }
         am_task *t = am_task_from_proto(m, target);
         agentmesh__v1__task__free_unpacked(m, NULL);
         if (!t || am_state_add_task(st, t)) {
@@ -254,7 +260,7 @@ int am_snapshot_load(am_service *s, uint64_t *after)
     if (rc == ES_NOT_FOUND) {
         rc = ES_OK;
     } else if (rc == ES_OK) {
-        rc = decode(&s->st, val, len, &w);
+        rc = am_snapshot_decode(&s->st, val, len, &w);
         if (rc == ES_OK && w > s->st.max_applied)
             s->st.max_applied = w;
     }

@@ -552,7 +552,8 @@ static int apply_task(am_state *st, const char *id, const es_event *ev)
     if (indexed)
         am_map_del(st->idem, t->idem_key);
     rc = am_task_apply(t, ev, &changed);
-    if (indexed && t->idem_key && am_map_put(st->idem, t->idem_key, t))
+    if (indexed && t->idem_key && !am_map_get(st->idem, t->idem_key) &&
+        am_map_put(st->idem, t->idem_key, t))
         rc = -1;
     if (rc || !changed) {
         if (created)
@@ -571,10 +572,12 @@ static int apply_task(am_state *st, const char *id, const es_event *ev)
         old->active--;
     if (now)
         now->active++;
-    bool is_pending = t->state == AM_TASK_PENDING;
-    if (was_pending && !is_pending)
+    /* Re-queued even when it stays PENDING: its priority or submit time
+     * may have changed (never in a log this service wrote, but the fold
+     * keeps the queue ordered whatever it reads). */
+    if (was_pending)
         drop((void **)st->pending, &st->n_pending, t);
-    else if (!was_pending && is_pending && pending_insert(st, t))
+    if (t->state == AM_TASK_PENDING && pending_insert(st, t))
         return -1;
     return 0;
 }
