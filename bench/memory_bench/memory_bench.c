@@ -41,6 +41,7 @@ typedef struct bench {
     ms_service *svc;
     int64_t *sent_ns;              /* by position */
     int64_t *recv_ns;              /* by position */
+    int64_t *done_ns;              /* by position: PutMemory returned */
     size_t cap;
     atomic_size_t received;
     atomic_size_t bytes;
@@ -137,8 +138,10 @@ static void *write_loop(void *arg)
             atomic_fetch_add(&b->failures, 1);
             continue;
         }
-        if (e->position < b->cap)
+        if (e->position < b->cap) {
             b->sent_ns[e->position] = t0;
+            b->done_ns[e->position] = now_ns();
+        }
         protobuf_c_message_free_unpacked(&e->base, NULL);
     }
     free(value);
@@ -254,11 +257,12 @@ int main(int argc, char **argv)
     b.cap = b.events + 2;
     b.sent_ns = calloc(b.cap, sizeof *b.sent_ns);
     b.recv_ns = calloc(b.cap, sizeof *b.recv_ns);
+    b.done_ns = calloc(b.cap, sizeof *b.done_ns);
     int port = free_port();
     snprintf(jsdir, sizeof jsdir, "%s/js", dir);
     snprintf(path, sizeof path, "%s/store", dir);
     snprintf(b.url, sizeof b.url, "nats://127.0.0.1:%d", port);
-    if (!b.sent_ns || !b.recv_ns || port < 0 ||
+    if (!b.sent_ns || !b.recv_ns || !b.done_ns || port < 0 ||
         (nats = start_nats(b.nats_bin, port, jsdir)) < 0)
         goto out;
     for (int i = 0; i < 200 && natsConnection_ConnectTo(&nc, b.url) != NATS_OK; i++)
@@ -307,20 +311,28 @@ int main(int argc, char **argv)
     size_t got = atomic_load(&b.received);
     int64_t last_recv = 0;
     int64_t *lat = calloc(b.events + 1, sizeof *lat);
+    int64_t *put = calloc(b.events + 1, sizeof *put);
+    int64_t *relay = calloc(b.events + 1, sizeof *relay);
     size_t nl = 0;
-    for (size_t p = 1; p < b.cap && lat; p++) {
+    for (size_t p = 1; p < b.cap && lat && put && relay; p++) {
         if (b.recv_ns[p] && b.sent_ns[p]) {
+            put[nl] = b.done_ns[p] - b.sent_ns[p];
+            relay[nl] = b.recv_ns[p] - b.done_ns[p];
             lat[nl++] = b.recv_ns[p] - b.sent_ns[p];
             if (b.recv_ns[p] > last_recv)
                 last_recv = b.recv_ns[p];
         }
     }
-    if (!lat || nl == 0) {
+    if (!lat || !put || !relay || nl == 0) {
         fprintf(stderr, "memory_bench: no event arrived\n");
         free(lat);
+        free(put);
+        free(relay);
         goto out;
     }
     qsort(lat, nl, sizeof *lat, cmp_i64);
+    qsort(put, nl, sizeof *put, cmp_i64);
+    qsort(relay, nl, sizeof *relay, cmp_i64);
     double append_rate = (double)b.events * 1e9 / (double)(t_appended - t0);
     double e2e_rate = (double)got * 1e9 / (double)(last_recv - t0);
     size_t avg = atomic_load(&b.bytes) / (got ? got : 1);
@@ -330,6 +342,8 @@ int main(int argc, char **argv)
     if (peer_rates(&b, avg, &sync_rate, &async_rate)) {
         fprintf(stderr, "memory_bench: JetStream peer runs failed\n");
         free(lat);
+        free(put);
+        free(relay);
         goto out;
     }
     printf("memory-sync benchmark: %zu PutMemory calls from %zu threads (%zu-byte values, "
@@ -345,10 +359,16 @@ int main(int argc, char **argv)
     printf("end-to-end latency (PutMemory start -> receipt): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
            (double)lat[nl / 2] / 1e6, (double)lat[nl * 99 / 100] / 1e6,
            (double)lat[nl - 1] / 1e6);
+    printf("  of which PutMemory (until committed):    p50 %.2f ms, p99 %.2f ms\n",
+           (double)put[nl / 2] / 1e6, (double)put[nl * 99 / 100] / 1e6);
+    printf("  of which relay (commit -> receipt):      p50 %.2f ms, p99 %.2f ms\n",
+           (double)relay[nl / 2] / 1e6, (double)relay[nl * 99 / 100] / 1e6);
     printf("ratios: end to end / js sync %.2f, end to end / js async %.2f, "
            "end to end / append %.2f\n",
            e2e_rate / sync_rate, e2e_rate / async_rate, e2e_rate / append_rate);
     free(lat);
+    free(put);
+    free(relay);
     rc = got == b.events && atomic_load(&b.failures) == 0 ? 0 : 1;
 out:
     bus_outbox_stop(ob, 5000);
@@ -363,5 +383,6 @@ out:
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(b.sent_ns);
     free(b.recv_ns);
+    free(b.done_ns);
     return rc;
 }
