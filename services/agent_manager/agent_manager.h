@@ -12,6 +12,7 @@
 #ifndef AGENTMESH_AGENT_MANAGER_H
 #define AGENTMESH_AGENT_MANAGER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,9 +42,13 @@ typedef struct am_ctx {
     const char *traceparent;
 } am_ctx;
 
-/* A failure's message (NUL-terminated). */
+/* A failure: its message (NUL-terminated; INVALID_ARGUMENT messages start
+ * with the field's name and a colon) and, for ABORTED, the entity's current
+ * version. Zero-initialise it: failures set only what they know. */
 typedef struct am_error {
     char message[320];
+    bool has_version;
+    uint64_t current_version;
 } am_error;
 
 /* Loads the latest state snapshot, replays the log after it and starts the

@@ -77,11 +77,14 @@ static am_agent *wait_agent(am_service *s, const char *id, bool idle)
 static int check_expected(const am_agent *a, bool has, uint64_t expected,
                           am_error *err)
 {
-    if (has && expected != a->version)
+    if (has && expected != a->version) {
+        err->has_version = true;
+        err->current_version = a->version;
         return am_fail(err, GRPC_STATUS_ABORTED,
                        "agent %s is at version %llu, not the expected %llu",
                        a->id, (unsigned long long)a->version,
                        (unsigned long long)expected);
+    }
     return 0;
 }
 

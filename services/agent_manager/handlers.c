@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "google/rpc/error_details.pb-c.h"
 #include "services/agent_manager/internal.h"
 
 void am_call_ctx_init(am_call_ctx *c, rpc_call *call)
@@ -31,6 +32,46 @@ void am_call_ctx_init(am_call_ctx *c, rpc_call *call)
     c->ctx.traceparent = c->traceparent;
 }
 
+#define DOMAIN "agentmesh.v1.AgentManager"
+
+/* The failure as a google.rpc.Status with details: BadRequest naming the
+ * field for INVALID_ARGUMENT, ErrorInfo WRONG_EXPECTED_VERSION with the
+ * current version for ABORTED, PreconditionFailure for FAILED_PRECONDITION. */
+static void fail(rpc_call *call, int code, const am_error *err)
+{
+    rpc_status *st = NULL;
+    int rc = rpc_status_create((grpc_status_code)code, err->message, &st);
+    if (rc == RPC_OK && code == GRPC_STATUS_INVALID_ARGUMENT) {
+        char field[64] = "";
+        const char *colon = strchr(err->message, ':');
+        if (colon && (size_t)(colon - err->message) < sizeof field)
+            memcpy(field, err->message, (size_t)(colon - err->message));
+        rc = rpc_status_add_bad_request(st, field, err->message);
+    } else if (rc == RPC_OK && code == GRPC_STATUS_ABORTED && err->has_version) {
+        char v[24];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)err->current_version);
+        const char *kv[] = {"current_version", v};
+        rc = rpc_status_add_error_info(st, "WRONG_EXPECTED_VERSION", DOMAIN, kv, 1);
+    } else if (rc == RPC_OK && code == GRPC_STATUS_FAILED_PRECONDITION) {
+        Google__Rpc__PreconditionFailure pf = GOOGLE__RPC__PRECONDITION_FAILURE__INIT;
+        Google__Rpc__PreconditionFailure__Violation v =
+            GOOGLE__RPC__PRECONDITION_FAILURE__VIOLATION__INIT;
+        Google__Rpc__PreconditionFailure__Violation *vs[] = {&v};
+        v.type = "STATE";
+        v.subject = "";
+        v.description = (char *)err->message;
+        pf.n_violations = 1;
+        pf.violations = vs;
+        rc = rpc_status_add_detail(st, &pf.base);
+    }
+    if (rc != RPC_OK) {
+        rpc_status_destroy(st);
+        rpc_call_fail(call, (grpc_status_code)code, "%s", err->message);
+        return;
+    }
+    rpc_call_fail_status(call, &st);
+}
+
 /* Sends the reply or the failure, and frees the reply. */
 static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
                    const am_error *err)
@@ -39,7 +80,7 @@ static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
         rpc_call_reply(call, reply);
         protobuf_c_message_free_unpacked(reply, NULL);
     } else {
-        rpc_call_fail(call, (grpc_status_code)code, "%s", err->message);
+        fail(call, code, err);
     }
 }
 
@@ -50,7 +91,8 @@ static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
     {                                                                          \
         am_grpc *g = user;                                                     \
         am_call_ctx c;                                                         \
-        am_error err = {{0}};                                                  \
+        am_error err;                                                          \
+        memset(&err, 0, sizeof err);                                           \
         RepT *reply = NULL;                                                    \
         am_call_ctx_init(&c, call);                                            \
         int code = fn(g->svc, &c.ctx, (const ReqT *)request, &reply, &err);    \
@@ -63,7 +105,8 @@ static void answer(rpc_call *call, int code, ProtobufCMessage *reply,
                         void *user)                                            \
     {                                                                          \
         am_grpc *g = user;                                                     \
-        am_error err = {{0}};                                                  \
+        am_error err;                                                          \
+        memset(&err, 0, sizeof err);                                           \
         RepT *reply = NULL;                                                    \
         int code = fn(g->svc, (const ReqT *)request, &reply, &err);            \
         answer(call, code, reply ? &reply->base : NULL, &err);                 \

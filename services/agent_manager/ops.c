@@ -92,11 +92,14 @@ int am_op_run(am_service *s, am_op *op, am_error *err)
             code = am_fail(err, GRPC_STATUS_ABORTED,
                            "stream %s does not exist (concurrent change)",
                            op->stream);
-        else
+        else {
+            err->has_version = true;
+            err->current_version = op->res.actual_version;
             code = am_fail(err, GRPC_STATUS_ABORTED,
                            "stream %s is at version %llu (concurrent change)",
                            op->stream,
                            (unsigned long long)op->res.actual_version);
+        }
     } else if (rc != ES_OK) {
         code = am_fail(err, es_status_grpc_code(rc), "append to %s failed: %s",
                        op->stream, es_strerror(rc));

@@ -384,6 +384,8 @@ static int task_command(am_service *s, const am_ctx *ctx, const char *id,
         goto out;
     }
     if (a->has_expected && a->expected != t->version) {
+        err->has_version = true;
+        err->current_version = t->version;
         rc = am_fail(err, GRPC_STATUS_ABORTED,
                      "task %s is at version %llu, not the expected %llu", id,
                      (unsigned long long)t->version,

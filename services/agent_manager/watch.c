@@ -49,9 +49,10 @@ void am_watch_task(rpc_call *call, const ProtobufCMessage *request, void *user)
     char stream[AM_STREAM_MAX];
     am_task *t = NULL;
     es_sub *sub = NULL;
-    am_error err = {{0}};
+    am_error err;
     int rc;
 
+    memset(&err, 0, sizeof err);
     if ((rc = am_watch_begin(g->svc, req->task_id, &t, &err))) {
         rpc_call_fail(call, (grpc_status_code)rc, "%s", err.message);
         return;

@@ -75,6 +75,18 @@ def start_server(data_dir, *extra, nats_url=""):
                                "--internal-token=" + TOKEN] + list(extra)).start()
 
 
+def details(exc):
+    """{detail type name: decoded message} of a failure's google.rpc.Status."""
+    raw = dict(exc.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw, "no grpc-status-details-bin"
+    st = MSG.cls("google.rpc.Status").FromString(raw)
+    out = {}
+    for d in st.details:
+        name = d.type_url.split("/")[-1]
+        out[name] = MSG.cls(name).FromString(d.value)
+    return out
+
+
 def metrics(server):
     status, text = lib.http_get(server.admin_url + "/metrics")
     assert status == 200, status
@@ -98,10 +110,13 @@ class AgentManagerTest(unittest.TestCase):
         assert code == 0, "exit code %r:\n%s" % (code, cls.server.log())
 
     def assertCode(self, code, fn, *args, **kw):
+        return self.assertFails(code, fn, *args, **kw).details()
+
+    def assertFails(self, code, fn, *args, **kw):
         with self.assertRaises(grpc.RpcError) as cm:
             fn(*args, **kw)
         self.assertEqual(cm.exception.code(), code, cm.exception.details())
-        return cm.exception.details()
+        return cm.exception
 
     def agent(self, caps=("py",), conc=4, **kw):
         return self.c.RegisterAgent(name="worker", capabilities=list(caps),
@@ -184,6 +199,22 @@ class AgentManagerTest(unittest.TestCase):
                         output="y" * (256 * 1024 + 1))
         self.assertCode(bad, self.c.ReadAll, limit=1001)
         self.assertCode(bad, self.c.ReadStream, stream="", limit=1)
+
+    def test_rich_error_details(self):
+        e = self.assertFails(grpc.StatusCode.INVALID_ARGUMENT, self.c.SubmitTask,
+                             required_capabilities=["ok", "Not Ok"])
+        br = details(e)["google.rpc.BadRequest"]
+        self.assertEqual(br.field_violations[0].field, "required_capabilities[1]")
+        t = self.c.SubmitTask(required_capabilities=[uid("rich")])
+        e = self.assertFails(grpc.StatusCode.ABORTED, self.c.CancelTask,
+                             task_id=t.task_id, expected_version=5)
+        info = details(e)["google.rpc.ErrorInfo"]
+        self.assertEqual(info.reason, "WRONG_EXPECTED_VERSION")
+        self.assertEqual(info.metadata["current_version"], "0")
+        e = self.assertFails(grpc.StatusCode.FAILED_PRECONDITION, self.c.StartTask,
+                             task_id=t.task_id)
+        pf = details(e)["google.rpc.PreconditionFailure"]
+        self.assertIn("TASK_STATE_PENDING", pf.violations[0].description)
 
     def test_unknown_ids_are_not_found(self):
         nf = grpc.StatusCode.NOT_FOUND
