@@ -197,11 +197,13 @@ static void compare_with_rebuilt(void)
 
 int main(void)
 {
-    char dir[] = "/tmp/am-service-test-XXXXXX";
+    char dir[512];
     es_options eo;
     am_options o;
     pthread_t th[THREADS], snap;
 
+    const char *tmp = getenv("TEST_TMPDIR");
+    snprintf(dir, sizeof dir, "%s/am-service-test-XXXXXX", tmp ? tmp : "/tmp");
     if (!mkdtemp(dir))
         return 1;
     es_options_init(&eo);
