@@ -247,7 +247,7 @@ int main(void)
     es_close(store);
     for (size_t i = 0; i < n_task_ids; i++)
         free(task_ids[i]);
-    char cmd[128];
+    char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
