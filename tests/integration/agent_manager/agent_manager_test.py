@@ -561,7 +561,7 @@ class HeartbeatTest(unittest.TestCase):
     def test_offline_then_online(self):
         data = tempfile.mkdtemp(prefix="am-hb-")
         server = start_server(os.path.join(data, "agents"),
-                              "--heartbeat-timeout=300ms")
+                              "--heartbeat-timeout=1500ms")
         c = Client(server.grpc_target)
         try:
             a = c.RegisterAgent(name="hb", capabilities=["hb"])
