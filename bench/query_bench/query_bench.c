@@ -29,12 +29,13 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
 #include "agentmesh/v1/agents.pb-c.h"
 #include "eventstore/eventstore.h"
 
-#define INFLIGHT_MAX 4096
+#define INFLIGHT_MAX 512
 #define POLL_US 50
 
 static double seconds = 5.0;
@@ -235,7 +236,12 @@ static void finish_call(load *l, call *c, bool success)
         grpc_slice_unref(all);
         grpc_byte_buffer_reader_destroy(&rd);
     } else {
-        l->failed++;
+        if (!l->failed++) {
+            char *d = grpc_slice_to_c_string(c->details);
+            fprintf(stderr, "query_bench: first failed command: status %d: %s\n",
+                    (int)c->status, d);
+            gpr_free(d);
+        }
     }
     grpc_byte_buffer_destroy(c->send);
     if (c->recv)
@@ -365,7 +371,7 @@ int main(int argc, char **argv)
     snprintf(arg[2], sizeof arg[2], "--nats-url=%s", url);
     char *am_argv[] = {(char *)am_bin, arg[0], arg[1], arg[2],
                        "--listen=127.0.0.1:0", "--admin=", "--no-sync",
-                       "--log-level=warn", NULL};
+                       "--queue-depth=4096", "--log-level=warn", NULL};
     snprintf(path, sizeof path, "%s/agent-manager.log", base);
     pid_t am = spawn(am_argv, path);
     snprintf(path, sizeof path, "%s/am.ports", base);

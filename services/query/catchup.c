@@ -3,14 +3,23 @@
  * Used at start, on a gap in the live feed, after a NATS outage, on the idle
  * poll, and by rebuild. */
 #include <stdlib.h>
+#include <time.h>
 
 #include "services/common/log.h"
 #include "services/query/query.h"
 
 #define CALL_TIMEOUT_MS 30000
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
-                uint64_t *applied, qs_progress_fn progress, void *arg)
+                uint64_t *applied, qs_progress_fn progress, void *arg,
+                qs_catch_up_times *times)
 {
     uint64_t total = 0;
     int rc = ES_OK;
@@ -22,6 +31,7 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
         uint64_t next = 0;
         char msg[256] = "";
         qs_db_positions_now(db, pos);
+        double t0 = mono_s();
         rc = qs_client_read_all(c, source, pos[source] + 1, page,
                                 CALL_TIMEOUT_MS, &evs, &n, &end, &next, msg,
                                 sizeof msg);
@@ -30,9 +40,14 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
                       es_strerror(rc), msg);
             break;
         }
+        double t1 = mono_s();
         qs_apply_result res = {0, 0, 0, false};
         if (n)
             rc = qs_apply(db, source, evs, n, &res);
+        if (times) {
+            times->reading += t1 - t0;
+            times->applying += mono_s() - t1;
+        }
         for (size_t i = 0; i < n; i++)
             qs_event_free(evs[i]);
         free(evs);

@@ -234,7 +234,7 @@ static void *catch_up_main(void *arg)
             break;
         uint64_t applied = 0;
         int rc = qs_catch_up(p->db, s->client, s->index, p->opts.page,
-                             &applied, NULL, NULL);
+                             &applied, NULL, NULL, NULL);
         if (rc && !s->failing)
             LOG_WARN("query: cannot catch up %s from %s: %s; retrying", name,
                      p->opts.addr[s->index], es_strerror(rc));

@@ -287,8 +287,14 @@ int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
  * qs_apply. */
 typedef void (*qs_progress_fn)(void *arg, int source, uint64_t position,
                                uint64_t applied);
+/* Where a catch-up's time went (seconds, added to), for rebuild's report. */
+typedef struct qs_catch_up_times {
+    double reading; /* waiting for ReadAll pages */
+    double applying; /* in qs_apply */
+} qs_catch_up_times;
 int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
-                uint64_t *applied, qs_progress_fn progress, void *arg);
+                uint64_t *applied, qs_progress_fn progress, void *arg,
+                qs_catch_up_times *times);
 
 /* ---- Rebuild and dump ------------------------------------------------------- */
 

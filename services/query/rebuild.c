@@ -57,6 +57,7 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
 {
     qs_db *db = NULL;
     progress p;
+    qs_catch_up_times times = {0, 0};
     memset(&p, 0, sizeof p);
     int rc = remove_env(dir);
     if (rc || (rc = qs_db_open(dir, sync, &db))) {
@@ -71,7 +72,7 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
         fprintf(stderr, "rebuild: replaying %s from %s\n", qs_source_name(i),
                 addr[i]);
         if ((rc = qs_client_create(addr[i], &c)) == ES_OK)
-            rc = qs_catch_up(db, c, i, page, &p.done[i], report, &p);
+            rc = qs_catch_up(db, c, i, page, &p.done[i], report, &p, &times);
         qs_client_destroy(c);
         if (rc)
             fprintf(stderr, "rebuild: %s failed: %s\n", qs_source_name(i),
@@ -83,10 +84,11 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
     if (!rc)
         fprintf(stderr,
                 "rebuild: done: %llu events (agents at %llu, memory at %llu) "
-                "in %.3f s, %.0f events/s\n",
+                "in %.3f s (%.3f s reading pages, %.3f s applying), "
+                "%.0f events/s\n",
                 (unsigned long long)total(&p), (unsigned long long)pos[QS_AGENTS],
-                (unsigned long long)pos[QS_MEMORY], s,
-                s > 0 ? (double)total(&p) / s : 0.0);
+                (unsigned long long)pos[QS_MEMORY], s, times.reading,
+                times.applying, s > 0 ? (double)total(&p) / s : 0.0);
     qs_db_close(db);
     return rc;
 }
