@@ -42,8 +42,9 @@ static const char *status_name(int s)
 
 /* Puts (put = 1) or deletes the index entries of an agent. Keys too long
  * for LMDB are left out of the index (the record still has them). */
-static int index_agent(es_txn *txn, const Agentmesh__V1__Agent *a, int put)
+static int index_agent(qs_tx *tx, const Agentmesh__V1__Agent *a, int put)
 {
+    es_txn *txn = tx->txn;
     keybuf k = {{0}, 0};
     int rc;
     uint8_t st = (uint8_t)a->status;
@@ -71,7 +72,7 @@ static int index_agent(es_txn *txn, const Agentmesh__V1__Agent *a, int put)
             EDIT(NS_LABEL);
     }
 #undef EDIT
-    int rc2 = qs_stats_add(txn, "agent", status_name(a->status), put ? 1 : -1);
+    int rc2 = qs_stats_add(tx, "agent", status_name(a->status), put ? 1 : -1);
     return rc2;
 }
 
@@ -140,8 +141,9 @@ static int set_settings(Agentmesh__V1__Agent *a, size_t n_caps, char **caps,
     return oom ? ES_NOMEM : ES_OK;
 }
 
-int qs_agents_apply(es_txn *txn, const qs_event *ev)
+int qs_agents_apply(qs_tx *tx, const qs_event *ev)
 {
+    es_txn *txn = tx->txn;
     size_t pl = strlen(PREFIX);
     if (strncmp(ev->stream, PREFIX, pl) || !ev->stream[pl] || !ev->payload)
         return ES_OK;
@@ -166,7 +168,7 @@ int qs_agents_apply(es_txn *txn, const qs_event *ev)
         }
     } else if (ev->stream_version <= a->version) {
         goto out;
-    } else if ((rc = index_agent(txn, a, 0))) {
+    } else if ((rc = index_agent(tx, a, 0))) {
         goto out;
     }
     if (d == &agentmesh__v1__agent_registered__descriptor) {
@@ -198,7 +200,7 @@ int qs_agents_apply(es_txn *txn, const qs_event *ev)
     if (ev->time_unix_nano > a->last_seen_unix_nano)
         a->last_seen_unix_nano = ev->time_unix_nano;
     if ((rc = store(txn, a)) == ES_OK)
-        rc = index_agent(txn, a, 1);
+        rc = index_agent(tx, a, 1);
     goto out;
 oom:
     if (!rc)
@@ -208,8 +210,9 @@ out:
     return rc;
 }
 
-int qs_agents_adjust_active(es_txn *txn, const char *agent_id, int delta)
+int qs_agents_adjust_active(qs_tx *tx, const char *agent_id, int delta)
 {
+    es_txn *txn = tx->txn;
     Agentmesh__V1__Agent *a = NULL;
     if (!agent_id || !*agent_id || strlen(agent_id) > ES_KEY_MAX)
         return ES_OK;

@@ -2,6 +2,7 @@
  * group-committed write transaction, each event's read-model changes and the
  * source's checkpoint together, so a crash or a duplicate delivery can never
  * count an event twice or lose one. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "services/query/query.h"
@@ -19,17 +20,18 @@ typedef struct batch {
     qs_event *const *evs;
     size_t n;
     qs_apply_result res;
+    qs_tx tx;
 } batch;
 
-static int apply_one(es_txn *txn, const qs_event *ev)
+static int apply_one(qs_tx *tx, const qs_event *ev)
 {
     int rc;
-    if ((rc = qs_feed_apply(txn, ev)) || (rc = qs_stats_apply(txn, ev)))
+    if ((rc = qs_feed_apply(tx, ev)) || (rc = qs_stats_apply(tx, ev)))
         return rc;
     if (ev->source == QS_AGENTS) {
-        if ((rc = qs_agents_apply(txn, ev)) || (rc = qs_tasks_apply(txn, ev)))
+        if ((rc = qs_agents_apply(tx, ev)) || (rc = qs_tasks_apply(tx, ev)))
             return rc;
-    } else if ((rc = qs_memory_apply(txn, ev))) {
+    } else if ((rc = qs_memory_apply(tx, ev))) {
         return rc;
     }
     return ES_OK;
@@ -50,6 +52,10 @@ static int apply_batch(es_txn *txn, const es_append_result *appended,
     else if (rc)
         return rc;
     memset(&b->res, 0, sizeof b->res);
+    b->tx.txn = txn;
+    b->tx.n_counters = b->tx.n_rates = 0;
+    if ((rc = qs_feed_begin(&b->tx)))
+        return rc;
     for (size_t i = 0; i < b->n; i++) {
         const qs_event *ev = b->evs[i];
         if (ev->position <= cp) {
@@ -60,27 +66,33 @@ static int apply_batch(es_txn *txn, const es_append_result *appended,
             b->res.gap = true;
             break;
         }
-        if ((rc = apply_one(txn, ev)))
+        if ((rc = apply_one(&b->tx, ev)))
             return rc;
         cp = ev->position;
         b->res.applied++;
     }
     b->res.checkpoint = cp;
-    if (b->res.applied && (rc = es_checkpoint_put(txn, name, cp)))
+    if (!b->res.applied)
+        return ES_OK;
+    if ((rc = qs_tx_flush(&b->tx)) || (rc = qs_feed_flush(&b->tx)))
         return rc;
-    return ES_OK;
+    return es_checkpoint_put(txn, name, cp);
 }
 
 int qs_apply(qs_db *db, int source, qs_event *const *evs, size_t n,
              qs_apply_result *res)
 {
-    batch b = {source, evs, n, {0, 0, 0, false}};
-    int rc = es_write(qs_db_store(db), apply_batch, &b);
-    if (rc)
-        return rc;
-    if (b.res.applied)
-        qs_db_advanced(db, source, b.res.checkpoint);
-    if (res)
-        *res = b.res;
-    return ES_OK;
+    batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return ES_NOMEM;
+    b->source = source;
+    b->evs = evs;
+    b->n = n;
+    int rc = es_write(qs_db_store(db), apply_batch, b);
+    if (!rc && b->res.applied)
+        qs_db_advanced(db, source, b->res.checkpoint);
+    if (!rc && res)
+        *res = b->res;
+    free(b);
+    return rc;
 }

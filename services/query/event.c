@@ -14,8 +14,6 @@
 #include "services/pbjson/registry.h"
 #include "services/query/query.h"
 
-#define CONTENT_TYPE "application/x-protobuf"
-
 void qs_event_free(qs_event *ev)
 {
     if (!ev)
@@ -224,48 +222,4 @@ out:
     qs_event_free(ev);
     json_decref(root);
     return rc;
-}
-
-int qs_event_to_proto(const qs_event *ev, Agentmesh__V1__Event **out)
-{
-    Agentmesh__V1__Event *e = malloc(sizeof *e);
-    Agentmesh__V1__EventMetadata *m = malloc(sizeof *m);
-    if (!e || !m) {
-        free(e);
-        free(m);
-        return ES_NOMEM;
-    }
-    agentmesh__v1__event__init(e);
-    agentmesh__v1__event_metadata__init(m);
-    e->metadata = m;
-    e->stream_version = ev->stream_version;
-    e->position = ev->position;
-    e->time_unix_nano = ev->time_unix_nano;
-    e->event_id = strdup(ev->event_id);
-    e->stream = strdup(ev->stream);
-    e->type = strdup(ev->type);
-    e->source = strdup(qs_source_name(ev->source));
-    e->content_type = strdup(CONTENT_TYPE);
-    e->data_json = strdup("");
-    m->correlation_id = strdup("");
-    m->causation_id = strdup("");
-    m->actor = strdup("");
-    m->traceparent = strdup(ev->traceparent);
-    bool oom = !e->event_id || !e->stream || !e->type || !e->source ||
-               !e->content_type || !e->data_json || !m->correlation_id ||
-               !m->causation_id || !m->actor || !m->traceparent;
-    if (!oom && ev->data_len) {
-        if ((e->data.data = malloc(ev->data_len))) {
-            memcpy(e->data.data, ev->data, ev->data_len);
-            e->data.len = ev->data_len;
-        } else {
-            oom = true;
-        }
-    }
-    if (oom) {
-        protobuf_c_message_free_unpacked(&e->base, NULL);
-        return ES_NOMEM;
-    }
-    *out = e;
-    return ES_OK;
 }

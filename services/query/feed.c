@@ -11,40 +11,59 @@
 
 #define NS_MERGED "q.feed"
 #define SEQ_NAME "feed"
+#define CONTENT_TYPE "application/x-protobuf"
 
 static const char *ns_of(int source)
 {
     return source == QS_AGENTS ? "q.feed.agents" : "q.feed.memory";
 }
 
-int qs_feed_apply(es_txn *txn, const qs_event *ev)
+int qs_feed_begin(qs_tx *tx)
 {
-    Agentmesh__V1__Event *e = NULL;
+    int rc = es_checkpoint_get(tx->txn, SEQ_NAME, &tx->feed_seq);
+    if (rc == ES_NOT_FOUND) {
+        tx->feed_seq = 0;
+        rc = ES_OK;
+    }
+    return rc;
+}
+
+int qs_feed_flush(qs_tx *tx)
+{
+    return es_checkpoint_put(tx->txn, SEQ_NAME, tx->feed_seq);
+}
+
+int qs_feed_apply(qs_tx *tx, const qs_event *ev)
+{
+    /* Borrowed pointers only: packed at once, nothing to free. */
+    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
+    Agentmesh__V1__EventMetadata m = AGENTMESH__V1__EVENT_METADATA__INIT;
     uint8_t *buf = NULL, k[8], v[9];
     size_t len;
-    uint64_t seq = 0;
-    int rc = qs_event_to_proto(ev, &e);
-    if (rc)
-        return rc;
-    rc = qs_pack(&e->base, &buf, &len);
-    protobuf_c_message_free_unpacked(&e->base, NULL);
+    m.traceparent = ev->traceparent;
+    e.metadata = &m;
+    e.event_id = (char *)ev->event_id;
+    e.stream = ev->stream;
+    e.stream_version = ev->stream_version;
+    e.position = ev->position;
+    e.type = ev->type;
+    e.time_unix_nano = ev->time_unix_nano;
+    e.data.data = ev->data;
+    e.data.len = ev->data_len;
+    e.source = (char *)qs_source_name(ev->source);
+    e.content_type = CONTENT_TYPE;
+    int rc = qs_pack(&e.base, &buf, &len);
     if (rc)
         return rc;
     qs_be64(k, ev->position);
-    rc = es_kv_put(txn, ns_of(ev->source), k, 8, buf, len);
+    rc = es_kv_put(tx->txn, ns_of(ev->source), k, 8, buf, len);
     free(buf);
     if (rc)
         return rc;
-    rc = es_checkpoint_get(txn, SEQ_NAME, &seq);
-    if (rc && rc != ES_NOT_FOUND)
-        return rc;
-    seq++;
-    qs_be64(k, seq);
+    qs_be64(k, ++tx->feed_seq);
     v[0] = (uint8_t)ev->source;
     qs_be64(v + 1, ev->position);
-    if ((rc = es_kv_put(txn, NS_MERGED, k, 8, v, 9)))
-        return rc;
-    return es_checkpoint_put(txn, SEQ_NAME, seq);
+    return es_kv_put(tx->txn, NS_MERGED, k, 8, v, 9);
 }
 
 uint64_t qs_feed_last_seq(es_txn *txn)

@@ -113,8 +113,9 @@ static int forget(es_txn *txn, const char *ns)
     return rc;
 }
 
-int qs_memory_apply(es_txn *txn, const qs_event *ev)
+int qs_memory_apply(qs_tx *tx, const qs_event *ev)
 {
+    es_txn *txn = tx->txn;
     if (!ev->payload)
         return ES_OK;
     const ProtobufCMessageDescriptor *d = ev->payload->descriptor;

@@ -62,10 +62,6 @@ int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
  * Errors: ES_NOMEM, ES_INVALID (not an agentmesh event; why says). */
 int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
                              char *why, size_t why_len);
-/* The agentmesh.v1.Event served by ListEvents and the timeline: a new
- * message owned by the caller (protobuf_c_message_free_unpacked), with
- * data_json filled. Errors: ES_NOMEM. */
-int qs_event_to_proto(const qs_event *ev, Agentmesh__V1__Event **out);
 
 /* ---- Byte helpers ----------------------------------------------------------- */
 void qs_be64(uint8_t out[8], uint64_t v);
@@ -125,23 +121,50 @@ typedef struct qs_apply_result {
 int qs_apply(qs_db *db, int source, qs_event *const *evs, size_t n,
              qs_apply_result *res);
 
+/* The write transaction of one batch as the read models see it: counter
+ * changes and the merged feed's sequence are gathered here and written once
+ * at the end of the batch (apply.c), instead of a read and a write per
+ * event. */
+#define QS_TX_COUNTERS 64
+#define QS_TX_RATES 16
+typedef struct qs_tx {
+    es_txn *txn;
+    uint64_t feed_seq;
+    size_t n_counters;
+    struct {
+        char key[96];
+        int64_t delta;
+    } counters[QS_TX_COUNTERS];
+    size_t n_rates;
+    struct {
+        uint64_t second;
+        uint64_t n;
+    } rates[QS_TX_RATES];
+} qs_tx;
+/* Writes the gathered counters and rates to tx->txn and empties them. */
+int qs_tx_flush(qs_tx *tx);
+/* The merged feed's sequence: loaded into tx at the start of a batch,
+ * written back at its end. */
+int qs_feed_begin(qs_tx *tx);
+int qs_feed_flush(qs_tx *tx);
+
 /* Read-model namespaces (static), NULL-terminated; for dump and rebuild. */
 extern const char *const qs_namespaces[];
 
 /* Each read model's share of applying one event inside the write txn. */
-int qs_agents_apply(es_txn *txn, const qs_event *ev);
-int qs_tasks_apply(es_txn *txn, const qs_event *ev);
-int qs_memory_apply(es_txn *txn, const qs_event *ev);
-int qs_feed_apply(es_txn *txn, const qs_event *ev);
-int qs_stats_apply(es_txn *txn, const qs_event *ev);
+int qs_agents_apply(qs_tx *tx, const qs_event *ev);
+int qs_tasks_apply(qs_tx *tx, const qs_event *ev);
+int qs_memory_apply(qs_tx *tx, const qs_event *ev);
+int qs_feed_apply(qs_tx *tx, const qs_event *ev);
+int qs_stats_apply(qs_tx *tx, const qs_event *ev);
 /* Stats counters in namespace q.stats, key "<group>:<name>" (8-byte
- * big-endian), changed by delta inside the write txn. */
-int qs_stats_add(es_txn *txn, const char *group, const char *name,
+ * big-endian), changed by delta at the end of the batch. */
+int qs_stats_add(qs_tx *tx, const char *group, const char *name,
                  int64_t delta);
 /* Records one submit-to-complete latency (nanoseconds). */
-int qs_stats_latency(es_txn *txn, int64_t nanos);
+int qs_stats_latency(qs_tx *tx, int64_t nanos);
 /* Adjusts an agent's active_tasks (delta +1/-1); no-op for unknown agents. */
-int qs_agents_adjust_active(es_txn *txn, const char *agent_id, int delta);
+int qs_agents_adjust_active(qs_tx *tx, const char *agent_id, int delta);
 
 /* ---- Reads (inside a read txn; replies are owned by the caller) ----------- */
 

@@ -35,25 +35,61 @@ static int add_u64(es_txn *txn, const char *ns, const void *k, size_t kl,
     return es_kv_put(txn, ns, k, kl, b, 8);
 }
 
-int qs_stats_add(es_txn *txn, const char *group, const char *name,
+int qs_tx_flush(qs_tx *tx)
+{
+    int rc = ES_OK;
+    for (size_t i = 0; !rc && i < tx->n_counters; i++)
+        if (tx->counters[i].delta)
+            rc = add_u64(tx->txn, NS, tx->counters[i].key,
+                         strlen(tx->counters[i].key), tx->counters[i].delta);
+    for (size_t i = 0; !rc && i < tx->n_rates; i++) {
+        uint8_t sec[8];
+        qs_be64(sec, tx->rates[i].second);
+        rc = add_u64(tx->txn, NS_RATE, sec, 8, (int64_t)tx->rates[i].n);
+    }
+    tx->n_counters = tx->n_rates = 0;
+    return rc;
+}
+
+int qs_stats_add(qs_tx *tx, const char *group, const char *name,
                  int64_t delta)
 {
-    char k[128];
+    char k[96];
     int n = snprintf(k, sizeof k, "%s:%s", group, name);
     if (n <= 0 || (size_t)n >= sizeof k)
         return ES_INVALID;
-    return add_u64(txn, NS, k, (size_t)n, delta);
+    for (size_t i = 0; i < tx->n_counters; i++)
+        if (!strcmp(tx->counters[i].key, k)) {
+            tx->counters[i].delta += delta;
+            return ES_OK;
+        }
+    if (tx->n_counters == QS_TX_COUNTERS) {
+        int rc = qs_tx_flush(tx);
+        if (rc)
+            return rc;
+    }
+    memcpy(tx->counters[tx->n_counters].key, k, (size_t)n + 1);
+    tx->counters[tx->n_counters++].delta = delta;
+    return ES_OK;
 }
 
-int qs_stats_apply(es_txn *txn, const qs_event *ev)
+int qs_stats_apply(qs_tx *tx, const qs_event *ev)
 {
     int rc;
-    uint8_t sec[8];
-    if ((rc = qs_stats_add(txn, "events", "total", 1)) ||
-        (rc = qs_stats_add(txn, "events", qs_source_name(ev->source), 1)))
+    uint64_t sec = (uint64_t)(ev->time_unix_nano / 1000000000);
+    if ((rc = qs_stats_add(tx, "events", "total", 1)) ||
+        (rc = qs_stats_add(tx, "events", qs_source_name(ev->source), 1)))
         return rc;
-    qs_be64(sec, (uint64_t)(ev->time_unix_nano / 1000000000));
-    return add_u64(txn, NS_RATE, sec, 8, 1);
+    for (size_t i = 0; i < tx->n_rates; i++)
+        if (tx->rates[i].second == sec) {
+            tx->rates[i].n++;
+            return ES_OK;
+        }
+    if (tx->n_rates == QS_TX_RATES && (rc = qs_tx_flush(tx)))
+        return rc;
+    tx->rates[tx->n_rates].second = sec;
+    tx->rates[tx->n_rates++].n = 1;
+    return ES_OK;
 }
 
 static unsigned bucket_of(uint64_t us)
@@ -76,14 +112,14 @@ static double bucket_mid(unsigned b)
     return lo + width / 2;
 }
 
-int qs_stats_latency(es_txn *txn, int64_t nanos)
+int qs_stats_latency(qs_tx *tx, int64_t nanos)
 {
     uint8_t k[2];
     unsigned b = bucket_of(nanos > 0 ? (uint64_t)nanos / 1000 : 0);
     k[0] = (uint8_t)(b >> 8);
     k[1] = (uint8_t)b;
-    int rc = add_u64(txn, NS_LAT, k, 2, 1);
-    return rc ? rc : qs_stats_add(txn, "latency", "count", 1);
+    int rc = add_u64(tx->txn, NS_LAT, k, 2, 1);
+    return rc ? rc : qs_stats_add(tx, "latency", "count", 1);
 }
 
 typedef struct counters {

@@ -84,8 +84,9 @@ static uint64_t time_key(int64_t t)
 }
 
 /* Puts or deletes a task's index entries and its state counter. */
-static int index_task(es_txn *txn, const rec *r, int put)
+static int index_task(qs_tx *tx, const rec *r, int put)
 {
+    es_txn *txn = tx->txn;
     const Agentmesh__V1__Task *t = r->t;
     const char *id = t->task_id;
     size_t idl = strlen(id);
@@ -114,7 +115,7 @@ static int index_task(es_txn *txn, const rec *r, int put)
         EDIT(NS_AGENT, k, al + 9);
     }
 #undef EDIT
-    return qs_stats_add(txn, "task", state_name(t->state), put ? 1 : -1);
+    return qs_stats_add(tx, "task", state_name(t->state), put ? 1 : -1);
 }
 
 static int set_str(char **dst, const char *src)
@@ -212,8 +213,9 @@ static int timeline_add(es_txn *txn, const qs_event *ev, const char *id)
     return es_kv_put(txn, NS_TIMELINE, k, idl + 9, v, 8);
 }
 
-int qs_tasks_apply(es_txn *txn, const qs_event *ev)
+int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
 {
+    es_txn *txn = tx->txn;
     size_t pl = strlen(PREFIX);
     if (strncmp(ev->stream, PREFIX, pl) || !ev->stream[pl] || !ev->payload)
         return ES_OK;
@@ -246,30 +248,30 @@ int qs_tasks_apply(es_txn *txn, const qs_event *ev)
     int old_state = r.t->state;
     snprintf(old_agent, sizeof old_agent, "%s",
              r.t->agent_id ? r.t->agent_id : "");
-    if (existed && (rc = index_task(txn, &r, 0)))
+    if (existed && (rc = index_task(tx, &r, 0)))
         goto out;
     if ((rc = fold(&r, ev, &changed)))
         goto out;
     if (!changed) {
         if (existed)
-            rc = index_task(txn, &r, 1);
+            rc = index_task(tx, &r, 1);
         goto out;
     }
     r.t->version = ev->stream_version;
     r.t->position = ev->position;
     r.t->updated_at_unix_nano = ev->time_unix_nano;
-    if ((rc = store(txn, &r)) || (rc = index_task(txn, &r, 1)) ||
+    if ((rc = store(txn, &r)) || (rc = index_task(tx, &r, 1)) ||
         (rc = timeline_add(txn, ev, id)))
         goto out;
     if (existed && active(old_state) &&
-        (rc = qs_agents_adjust_active(txn, old_agent, -1)))
+        (rc = qs_agents_adjust_active(tx, old_agent, -1)))
         goto out;
     if (active(r.t->state) &&
-        (rc = qs_agents_adjust_active(txn, r.t->agent_id, 1)))
+        (rc = qs_agents_adjust_active(tx, r.t->agent_id, 1)))
         goto out;
     if (r.t->state == AGENTMESH__V1__TASK_STATE__TASK_STATE_COMPLETED &&
         old_state != (int)r.t->state)
-        rc = qs_stats_latency(txn, ev->time_unix_nano -
+        rc = qs_stats_latency(tx, ev->time_unix_nano -
                                        r.t->submitted_at_unix_nano);
 out:
     if (r.t)
