@@ -26,9 +26,13 @@ void am_call_ctx_init(am_call_ctx *c, rpc_call *call)
         snprintf(c->traceparent, sizeof c->traceparent, "%s", tp);
     else if (am_traceparent_new(c->traceparent))
         c->traceparent[0] = '\0';
-    c->ctx.actor = rpc_call_actor(call);
+    if (tp && strlen(tp) >= sizeof c->traceparent && am_traceparent_new(c->traceparent))
+        c->traceparent[0] = '\0';
+    snprintf(c->causation, sizeof c->causation, "%s", req ? req : c->correlation);
+    snprintf(c->actor, sizeof c->actor, "%s", rpc_call_actor(call));
+    c->ctx.actor = c->actor;
     c->ctx.correlation_id = c->correlation;
-    c->ctx.causation_id = req ? req : c->correlation;
+    c->ctx.causation_id = c->causation;
     c->ctx.traceparent = c->traceparent;
 }
 

@@ -30,11 +30,15 @@ struct am_grpc {
 
 /* Event metadata of a call: its actor, correlation id (x-correlation-id,
  * else x-request-id, else a new UUID), causation id (x-request-id, else the
- * correlation id) and traceparent (the caller's, else a new one). */
+ * correlation id) and traceparent (the caller's, else a new one). Client
+ * values are cut to the buffers below, well inside the store's per-string
+ * limit, so a long header never fails a command. */
 typedef struct am_call_ctx {
     am_ctx ctx;
-    char correlation[40];
+    char correlation[129];
+    char causation[129];
     char traceparent[64];
+    char actor[257];
 } am_call_ctx;
 void am_call_ctx_init(am_call_ctx *c, rpc_call *call);
 

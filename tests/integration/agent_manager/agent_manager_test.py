@@ -401,6 +401,13 @@ class AgentManagerTest(unittest.TestCase):
         self.assertEqual(ev2.metadata.actor, "alice")
         self.assertTrue(ev2.metadata.correlation_id)
         self.assertTrue(ev2.metadata.traceparent.startswith("00-"))
+        long = [("x-request-id", "r" * 5000), ("x-correlation-id", "c" * 5000),
+                ("traceparent", "00-" + "a" * 3000)]
+        t4 = self.c.SubmitTask(required_capabilities=["m"], metadata=long)
+        ev4 = self.stream("task-" + t4.task_id)[0]
+        self.assertEqual(ev4.metadata.causation_id, "r" * 128)
+        self.assertEqual(ev4.metadata.correlation_id, "c" * 128)
+        self.assertEqual(len(ev4.metadata.traceparent), 55)
         forged = [("x-agentmesh-principal", "mallory")]
         t3 = self.c.SubmitTask(required_capabilities=["m"], metadata=forged)
         self.assertEqual(self.stream("task-" + t3.task_id)[0].metadata.actor,
