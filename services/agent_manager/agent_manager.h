@@ -27,6 +27,9 @@ typedef struct am_options {
     int64_t heartbeat_timeout_ms; /* silence before OFFLINE (default 30000) */
     size_t max_input_bytes;       /* task input/output/error (256 KiB) */
     uint64_t snapshot_every;      /* events between snapshots (1000; 0 off) */
+    size_t max_pending;           /* PENDING tasks before SubmitTask and
+                                     RetryTask answer RESOURCE_EXHAUSTED
+                                     (default 100000) */
     struct metrics_registry *metrics; /* borrowed for the service's life;
                                          NULL = no metrics */
 } am_options;

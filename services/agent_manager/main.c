@@ -30,6 +30,8 @@ static cfg_option options[] = {
      "largest task input, output or error"},
     {"snapshot-every", "AGENTMESH_AGENTS_SNAPSHOT_EVERY", CFG_INT, "1000",
      "events between state snapshots (0: only at shutdown)"},
+    {"max-pending", "AGENTMESH_AGENTS_MAX_PENDING", CFG_INT, "100000",
+     "tasks waiting for an agent before submits answer RESOURCE_EXHAUSTED"},
     {"no-sync", "AGENTMESH_AGENTS_NO_SYNC", CFG_BOOL, "false",
      "do not fsync commits: faster, but acknowledged events can be lost on "
      "power loss (tests and benchmarks only)"},
@@ -69,7 +71,7 @@ int main(int argc, char **argv)
     int exit_code = 1;
     size_t n = sizeof options / sizeof options[0];
     const char *data_dir = NULL;
-    int64_t hb_ms = 0, snap_every = 0;
+    int64_t hb_ms = 0, snap_every = 0, max_pending = 0;
     uint64_t max_input = 0;
     bool no_sync = false;
 
@@ -93,11 +95,12 @@ int main(int argc, char **argv)
         cfg_get_size(c, "max-input-size", &max_input) || max_input == 0 ||
         max_input > ES_EVENT_SIZE_DEFAULT / 2 ||
         cfg_get_int(c, "snapshot-every", &snap_every) || snap_every < 0 ||
+        cfg_get_int(c, "max-pending", &max_pending) || max_pending < 1 ||
         cfg_get_bool(c, "no-sync", &no_sync) ||
         cfg_get_string(c, "nats-url", &nats_url)) {
         fprintf(stderr,
                 "%s: invalid settings (data-dir must be set, heartbeat-timeout "
-                "> 0, max-input-size 1..512K, snapshot-every >= 0)\n",
+                "> 0, max-input-size 1..512K, snapshot-every >= 0, max-pending >= 1)\n",
                 argv[0]);
         goto out;
     }
@@ -126,6 +129,7 @@ int main(int argc, char **argv)
     ao.heartbeat_timeout_ms = hb_ms;
     ao.max_input_bytes = (size_t)max_input;
     ao.snapshot_every = (uint64_t)snap_every;
+    ao.max_pending = (size_t)max_pending;
     ao.metrics = rpc_runtime_metrics(rt);
     if ((rc = am_service_create(&ao, &svc)) != ES_OK) {
         LOG_ERROR("agent-manager: cannot load the state: %s", es_strerror(rc));

@@ -48,6 +48,7 @@ void am_options_init(am_options *opts)
     opts->heartbeat_timeout_ms = 30000;
     opts->max_input_bytes = AM_INPUT_DEFAULT;
     opts->snapshot_every = 1000;
+    opts->max_pending = 100000;
 }
 
 int am_service_create(const am_options *opts, am_service **out)
@@ -63,6 +64,8 @@ int am_service_create(const am_options *opts, am_service **out)
         s->opts.heartbeat_timeout_ms = 30000;
     if (!s->opts.max_input_bytes)
         s->opts.max_input_bytes = AM_INPUT_DEFAULT;
+    if (!s->opts.max_pending)
+        s->opts.max_pending = 100000;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (am_state_init(&s->st)) {

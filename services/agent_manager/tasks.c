@@ -92,6 +92,13 @@ static void derive_ids(const char *key, uint8_t ids[2][ES_ID_SIZE])
     memcpy(ids[1], h + ES_ID_SIZE, ES_ID_SIZE);
 }
 
+static int queue_full(const am_service *s, am_error *err)
+{
+    return am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                   "%zu tasks are waiting for an agent, the limit; retry later",
+                   s->st.n_pending);
+}
+
 /* Adds TaskAssigned of t to a (attempt) to op and reserves a's capacity. */
 static int add_assigned(am_op *op, const am_task *t, am_agent *a,
                         uint32_t attempt, const am_ctx *ctx,
@@ -246,6 +253,10 @@ int am_submit_task(am_service *s, const am_ctx *ctx,
     p.idempotency_key = has_key ? (char *)key : "";
     p.submitted_at_unix_nano = am_now_ns();
     am_agent *a = am_choose_agent(s, t);
+    if (!a && s->st.n_pending >= s->opts.max_pending) {
+        rc = queue_full(s, err);
+        goto out;
+    }
     if (am_events_add(&op.events, AM_EV_TASK_SUBMITTED, &p.base, ctx,
                       has_key ? ids[0] : NULL) ||
         (a && add_assigned(&op, t, a, 1, ctx, has_key ? ids[1] : NULL))) {
@@ -307,7 +318,8 @@ typedef struct task_args {
     uint32_t progress;
 } task_args;
 
-/* Builds the command's event(s) into op. With s->mu held. */
+/* Builds the command's event(s) into op. With s->mu held. Returns 0, -1
+ * out of memory, or 1 when a retried task would exceed the pending limit. */
 static int build(am_service *s, am_op *op, am_task *t, const task_args *a,
                  const am_ctx *ctx)
 {
@@ -356,6 +368,8 @@ static int build(am_service *s, am_op *op, am_task *t, const task_args *a,
         /* The retried task is matched like a new one; the target agent and
          * the capabilities are unchanged, so t can be read as it will be. */
         am_agent *ag = am_choose_agent(s, t);
+        if (!ag && s->st.n_pending >= s->opts.max_pending)
+            return 1;
         if (ag && add_assigned(op, t, ag, t->attempt + 1, ctx, NULL))
             return -1;
     }
@@ -399,8 +413,10 @@ static int task_command(am_service *s, const am_ctx *ctx, const char *id,
         goto out;
     }
     bool frees = am_task_state_active(t->state) && !am_task_state_active(to);
-    if (build(s, &op, t, a, ctx)) {
-        rc = am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    int brc = build(s, &op, t, a, ctx);
+    if (brc) {
+        rc = brc > 0 ? queue_full(s, err)
+                     : am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         if (op.reserved)
             op.reserved->reserved--;
         goto out;

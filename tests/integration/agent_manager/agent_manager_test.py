@@ -597,6 +597,32 @@ class HeartbeatTest(unittest.TestCase):
         self.assertEqual(code, 0, server.log())
 
 
+class PendingLimitTest(unittest.TestCase):
+    """The pending queue is bounded: a full queue answers RESOURCE_EXHAUSTED."""
+
+    def test_pending_limit(self):
+        data = tempfile.mkdtemp(prefix="am-limit-")
+        server = start_server(os.path.join(data, "agents"), "--max-pending=2")
+        c = Client(server.grpc_target)
+        try:
+            t1 = c.SubmitTask(required_capabilities=["none"])
+            c.SubmitTask(required_capabilities=["none"])
+            with self.assertRaises(grpc.RpcError) as cm:
+                c.SubmitTask(required_capabilities=["none"])
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            # A task an agent takes at once does not wait: still accepted.
+            c.RegisterAgent(name="x", capabilities=["other"])
+            self.assertEqual(c.SubmitTask(required_capabilities=["other"]).state,
+                             ASSIGNED)
+            c.CancelTask(task_id=t1.task_id)
+            c.SubmitTask(required_capabilities=["none"])
+        finally:
+            c.close()
+            code = server.stop()
+            shutil.rmtree(data, ignore_errors=True)
+        self.assertEqual(code, 0, server.log())
+
+
 def comparable(msg):
     d = {f.name: v for f, v in msg.ListFields()}
     d.pop("last_seen_unix_nano", None)
