@@ -65,7 +65,9 @@ int am_service_create(const am_options *opts, am_service **out);
  * a no-op. */
 void am_service_destroy(am_service *s);
 
-/* Writes a snapshot of the whole state now. Returns an es_status. */
+/* Writes a snapshot of the whole state now. Returns an es_status:
+ * ES_CORRUPT (nothing written) once the state is known to have missed a
+ * committed event, else those of es_write, ES_NOMEM. */
 int am_service_snapshot(am_service *s);
 /* Position up to which the state is applied, and agent/task counts. */
 void am_service_counts(am_service *s, uint64_t *position, size_t *agents,

@@ -232,7 +232,9 @@ int am_service_snapshot(am_service *s)
     size_t len = 0;
     pthread_mutex_lock(&s->mu);
     uint64_t applied = s->st.applied;
-    int rc = am_snapshot_encode(s, &buf, &len);
+    /* A state that missed a committed event must never be saved: the next
+     * start rebuilds from the log instead. */
+    int rc = s->broken ? ES_CORRUPT : am_snapshot_encode(s, &buf, &len);
     pthread_mutex_unlock(&s->mu);
     if (rc)
         return rc;
