@@ -140,7 +140,10 @@ int main(int argc, char **argv)
     mo.max_clock_skew_ms = skew_ms;
     mo.key_dir = data_dir;
     if ((rc = ms_service_create(&mo, &svc)) != ES_OK) {
-        LOG_ERROR("memory-sync: cannot start the service: %s", es_strerror(rc));
+        LOG_ERROR("memory-sync: cannot start the service: %s%s", es_strerror(rc),
+                  rc == ES_BAD_KEY ? " (the master key file memory-master-<generation>.key "
+                                     "is missing from the data directory)"
+                                   : "");
         goto out;
     }
     rpc_server *srv = rpc_runtime_server(rt);

@@ -12,6 +12,7 @@ import base64
 import glob
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -591,6 +592,41 @@ class RestartTest(unittest.TestCase):
         finally:
             c.close()
             self.assertEqual(server.stop(), 0)
+
+
+class MasterKeyFileTest(unittest.TestCase):
+    def test_stale_master_files_swept_and_missing_master_refused(self):
+        data = tempfile.mkdtemp(prefix="ms-master-")
+        server = start(data)
+        c = Client(server.grpc_target)
+        c.PutMemory(namespace="m", key="a", value=b"v")
+        c.close()
+        self.assertEqual(server.stop(), 0)
+        (current,) = glob.glob(os.path.join(data, "memory-master-*.key"))
+        # a rotation that crashed before its commit leaves the next file
+        stray = os.path.join(data, "memory-master-7.key")
+        with open(stray, "wb") as f:
+            f.write(b"\1" * 64)
+        server = start(data)
+        c = Client(server.grpc_target)
+        self.assertEqual(c.GetMemory(namespace="m", key="a").value, b"v")
+        c.close()
+        self.assertEqual(server.stop(), 0)
+        self.assertFalse(os.path.exists(stray))
+        self.assertTrue(os.path.exists(current))
+        # without its master key the store is unreadable: refuse to start
+        os.rename(current, current + ".moved")
+        out = subprocess.run([BINARY, "--data-dir=" + data, "--listen=127.0.0.1:0",
+                              "--admin=127.0.0.1:0", "--nats-url="],
+                             capture_output=True, timeout=60, check=False)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn(b"master key file", out.stderr)
+        os.rename(current + ".moved", current)
+        server = start(data)
+        c = Client(server.grpc_target)
+        self.assertEqual(c.GetMemory(namespace="m", key="a").value, b"v")
+        c.close()
+        self.assertEqual(server.stop(), 0)
 
 
 if __name__ == "__main__":
