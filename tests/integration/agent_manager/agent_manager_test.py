@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 import uuid
 
@@ -676,10 +677,17 @@ class RestartTest(unittest.TestCase):
             shutil.rmtree(data, ignore_errors=True)
 
     def test_sigterm_under_load_keeps_every_acknowledged_command(self):
+        self.stop_under_load(signal.SIGTERM)
+
+    def test_sigkill_under_load_keeps_every_acknowledged_command(self):
+        self.stop_under_load(signal.SIGKILL)
+
+    def stop_under_load(self, signo):
         data = tempfile.mkdtemp(prefix="am-term-")
         path = os.path.join(data, "agents")
         try:
-            server = start_server(path)
+            # Frequent snapshots, so that one is likely taken mid-load.
+            server = start_server(path, "--snapshot-every=20")
             c = Client(server.grpc_target)
             c.RegisterAgent(name="load", capabilities=["l"], max_concurrency=1000)
             acked, lock = [], threading.Lock()
@@ -703,12 +711,16 @@ class RestartTest(unittest.TestCase):
             for th in threads:
                 th.start()
             go.wait(30)
-            lib.poll_until(lambda: len(acked) >= 50, what="some load")
-            server.proc.send_signal(signal.SIGTERM)
+            # Long enough for the monitor (1 s period) to snapshot mid-load.
+            began = time.monotonic()
+            lib.poll_until(lambda: len(acked) >= 50 and time.monotonic() - began > 1.5,
+                           what="some load")
+            server.proc.send_signal(signo)
             for th in threads:
                 th.join(60)
             code = server.stop()
-            self.assertEqual(code, 0, server.log())
+            if signo == signal.SIGTERM:
+                self.assertEqual(code, 0, server.log())
             c.close()
             server = start_server(path)
             c = Client(server.grpc_target)
