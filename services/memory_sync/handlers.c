@@ -21,10 +21,16 @@ struct ms_grpc {
     es_store *store;
 };
 
+/* Event metadata from the call, each string bounded well under the event
+ * store's ES_META_MAX, so a long client header never fails a command: ids
+ * are cut to their buffers, a traceparent that is not the 55 characters of a
+ * W3C version-00 value is replaced by a fresh one. */
 typedef struct call_ctx {
     ms_ctx ctx;
-    char correlation[64];
+    char correlation[128];
+    char causation[128];
     char traceparent[64];
+    char actor[256];
 } call_ctx;
 
 static void hex(const uint8_t *p, size_t n, char *out)
@@ -55,14 +61,16 @@ static void ctx_init(call_ctx *c, rpc_call *call)
     else
         snprintf(c->correlation, sizeof c->correlation,
                  "%.8s-%.4s-4%.3s-a%.3s-%.12s", h, h + 8, h + 12, h + 15, h + 18);
-    if (tp)
+    snprintf(c->causation, sizeof c->causation, "%s", req ? req : c->correlation);
+    if (tp && strlen(tp) == 55 && strncmp(tp, "00-", 3) == 0)
         snprintf(c->traceparent, sizeof c->traceparent, "%s", tp);
     else
         snprintf(c->traceparent, sizeof c->traceparent, "00-%.32s-%.16s-01",
                  h + 30, h + 62);
-    c->ctx.actor = rpc_call_actor(call);
+    snprintf(c->actor, sizeof c->actor, "%s", rpc_call_actor(call));
+    c->ctx.actor = c->actor;
     c->ctx.correlation_id = c->correlation;
-    c->ctx.causation_id = req ? req : c->correlation;
+    c->ctx.causation_id = c->causation;
     c->ctx.traceparent = c->traceparent;
 }
 

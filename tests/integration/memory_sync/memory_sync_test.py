@@ -177,6 +177,22 @@ class MemorySyncTest(unittest.TestCase):
         self.assertEqual(code_of(self.c.SyncMemory, namespace="ok", replica_id="r",
                                  changes=too_many)[0], grpc.StatusCode.INVALID_ARGUMENT)
 
+    def test_long_client_headers(self):
+        # metadata from headers is bounded: a long header never fails a command
+        ns = uid("hdr")
+        md = [("x-request-id", "r" * 5000), ("x-correlation-id", "c" * 5000),
+              ("traceparent", "00-" + "f" * 3000)]
+        e = self.c.PutMemory(namespace=ns, key="a", value=b"1", metadata=md)
+        self.assertEqual(e.version, 1)
+        ev = self.c.ReadStream(stream="memory-" + ns, limit=1).events[0]
+        self.assertLessEqual(len(ev.metadata.causation_id), 127)
+        self.assertLessEqual(len(ev.metadata.correlation_id), 127)
+        self.assertEqual(len(ev.metadata.traceparent), 55)
+        good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        self.c.PutMemory(namespace=ns, key="a", value=b"2", metadata=[("traceparent", good)])
+        ev = self.c.ReadStream(stream="memory-" + ns, limit=10).events[1]
+        self.assertEqual(ev.metadata.traceparent, good)
+
     def test_tombstones(self):
         ns = uid("t")
         self.c.PutMemory(namespace=ns, key="a", value=b"1")
