@@ -220,6 +220,12 @@ int main(int argc, char **argv)
         goto out;
     }
     logf_("info", "nats-server (JetStream) listening on 127.0.0.1:%s, store %s", nats_port, jsdir);
+    /* Every service reads the bus address from its environment. */
+    {
+        char url[64];
+        snprintf(url, sizeof(url), "nats://127.0.0.1:%ld", port);
+        setenv("AGENTMESH_NATS_URL", url, 1);
+    }
 
     for (size_t c = 0; c < sizeof(components) / sizeof(components[0]); c++) {
         const struct component *cp = &components[c];

@@ -62,6 +62,8 @@ struct bus_outbox {
     _Atomic uint64_t published, dead_lettered, failures;
     _Atomic bool connected;
     bool closed;             /* the connection's last callback ran (under mu) */
+    bool async_used;         /* an asynchronous publish was made: nats.c
+                                creates its pending table only then */
 
     metrics_family *m_published, *m_dead, *m_failures, *m_backlog;
 };
@@ -401,6 +403,7 @@ static size_t ring_publish(bus_outbox *ob)
         if (s == NATS_OK) {
             if (ob->jetstream) {
                 po.MsgId = e->id;
+                ob->async_used = true;
                 s = js_PublishMsgAsync(ob->js, &m, &po);
             } else {
                 s = natsConnection_PublishMsg(ob->nc, m);
@@ -780,7 +783,7 @@ void bus_outbox_stop(bus_outbox *ob, int64_t flush_ms)
     pthread_join(ob->thread, NULL);
     for (size_t i = 0; i < ob->count; i++)
         entry_clear(at(ob, i));
-    if (ob->js != NULL) {
+    if (ob->js != NULL && ob->async_used) {
         natsMsgList pending;
         if (js_PublishAsyncGetPendingList(&pending, ob->js) == NATS_OK)
             natsMsgList_Destroy(&pending);

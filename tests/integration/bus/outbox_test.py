@@ -167,6 +167,23 @@ def test_relay_killed():
     print("relay killed after %d acknowledged appends: all %d published once, in order" % (len(acked), last))
 
 
+def test_nats_never_up():
+    """NATS unreachable from the start: appends succeed, the relay stops
+    cleanly with nothing published, and a later start publishes it all."""
+    nats = NatsServer()
+    data = tempfile.mkdtemp()
+    demo = Demo(data, nats.url, "--events", "5", "--wait", "1")
+    rc, stats = demo.wait()
+    assert rc == 3, (rc, demo.stderr())  # 3: not everything published, no crash
+    assert stats["checkpoint"] == 0 and stats["last_position"] == 5, stats
+    with nats.start():
+        again = Demo(data, nats.url, "--events", "0", "--wait", "60")
+        rc, stats = again.wait()
+        assert rc == 0 and stats["checkpoint"] == 5, (rc, stats, again.stderr())
+        check_stream(nats.url, range(1, 6))
+    print("NATS never up: 5 appends kept, published once NATS came")
+
+
 def test_core_nats():
     with NatsServer(jetstream=False) as nats:
         data = tempfile.mkdtemp()
@@ -180,7 +197,8 @@ def test_core_nats():
 
 
 if __name__ == "__main__":
-    tests = [test_live_cloudevents, test_dead_letter, test_nats_outage, test_relay_killed, test_core_nats]
+    tests = [test_live_cloudevents, test_dead_letter, test_nats_outage, test_relay_killed, test_nats_never_up,
+             test_core_nats]
     failed = 0
     for t in tests:
         try:
