@@ -240,6 +240,8 @@ int ms_watch_change(ms_service *s, const char *ns, const char *prefix,
     es_txn *txn = NULL;
     ms_ns_key k;
     uint32_t gen = 0;
+    ms_ns_meta meta;
+    bool skip = false;
     Agentmesh__V1__MemoryEntry *e = NULL;
     int code = 0, rc;
 
@@ -253,8 +255,18 @@ int ms_watch_change(ms_service *s, const char *ns, const char *prefix,
     rc = es_txn_begin(s->store, &txn);
     if (rc == ES_OK)
         rc = ms_nskey_get(s, txn, ns, &gen, &k);
+    /* An event of an older generation (the namespace was forgotten and
+     * written again before this watch reached the NamespaceForgotten) is
+     * not a change of the current one. */
+    if (rc == ES_OK && ms_meta_get(txn, ns, &meta) == ES_OK &&
+        ev->stream_version < meta.gen_start_version)
+        skip = true;
     es_txn_end(txn);
     ms_master_unlock(s);
+    if (skip) {
+        ms_key_wipe(&k);
+        return 0;
+    }
     if (rc == ES_NOT_FOUND)
         return ms_fail(err, 5, "namespace %s was forgotten", ns);
     if (rc)
