@@ -1,14 +1,38 @@
 /* Catch-up: reads a source's log from the projection's checkpoint to its
- * end through EventStore.ReadAll pages and applies each page as one batch.
+ * end through EventStore.ReadAll pages and applies each page as one batch,
+ * with the next pages read ahead on a helper thread while one is applied.
  * Used at start, on a gap in the live feed, after a NATS outage, on the idle
  * poll, and by rebuild. */
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "services/common/log.h"
 #include "services/query/query.h"
 
 #define CALL_TIMEOUT_MS 30000
+#define AHEAD 3 /* pages read ahead */
+
+typedef struct page {
+    qs_event **evs;
+    size_t n;
+    bool end;
+    int rc;
+    char msg[256];
+} page;
+
+typedef struct reader {
+    qs_client *c;
+    int source;
+    unsigned limit;
+    uint64_t from;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    page q[AHEAD];
+    size_t head, count;
+    bool stop, done;
+} reader;
 
 static double mono_s(void)
 {
@@ -17,46 +41,108 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
+static void page_free(page *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        qs_event_free(p->evs[i]);
+    free(p->evs);
+    memset(p, 0, sizeof *p);
+}
+
+/* Reads pages in order until the end of the log, an error or stop; the
+ * last page it queues has end or rc set. */
+static void *reader_main(void *arg)
+{
+    reader *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->count == AHEAD && !r->stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        bool stop = r->stop;
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            break;
+        page p;
+        uint64_t next = 0;
+        memset(&p, 0, sizeof p);
+        p.rc = qs_client_read_all(r->c, r->source, r->from, r->limit,
+                                  CALL_TIMEOUT_MS, &p.evs, &p.n, &p.end, &next,
+                                  p.msg, sizeof p.msg);
+        if (!p.rc && p.n == 0)
+            p.end = true;
+        else if (!p.rc)
+            r->from = next > r->from ? next : p.evs[p.n - 1]->position + 1;
+        pthread_mutex_lock(&r->mu);
+        r->q[(r->head + r->count) % AHEAD] = p;
+        r->count++;
+        bool last = p.rc || p.end;
+        r->done = last;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (last)
+            break;
+    }
+    return NULL;
+}
+
+static void take(reader *r, page *out)
+{
+    pthread_mutex_lock(&r->mu);
+    while (r->count == 0)
+        pthread_cond_wait(&r->cv, &r->mu);
+    *out = r->q[r->head];
+    r->head = (r->head + 1) % AHEAD;
+    r->count--;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned limit,
                 uint64_t *applied, qs_progress_fn progress, void *arg,
                 qs_catch_up_times *times)
 {
-    uint64_t total = 0;
+    uint64_t pos[QS_NSOURCES], total = 0;
     int rc = ES_OK;
+    reader r;
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    r.source = source;
+    r.limit = limit;
+    qs_db_positions_now(db, pos);
+    r.from = pos[source] + 1;
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    pthread_t th;
+    if (pthread_create(&th, NULL, reader_main, &r)) {
+        pthread_cond_destroy(&r.cv);
+        pthread_mutex_destroy(&r.mu);
+        return ES_IO;
+    }
     for (;;) {
-        uint64_t pos[QS_NSOURCES];
-        qs_event **evs = NULL;
-        size_t n = 0;
-        bool end = false;
-        uint64_t next = 0;
-        char msg[256] = "";
-        qs_db_positions_now(db, pos);
+        page p;
         double t0 = mono_s();
-        rc = qs_client_read_all(c, source, pos[source] + 1, page,
-                                CALL_TIMEOUT_MS, &evs, &n, &end, &next, msg,
-                                sizeof msg);
-        if (rc) {
+        take(&r, &p);
+        double t1 = mono_s();
+        if ((rc = p.rc)) {
             LOG_DEBUG("query: catch-up of %s: %s (%s)", qs_source_name(source),
-                      es_strerror(rc), msg);
+                      es_strerror(rc), p.msg);
+            page_free(&p);
             break;
         }
-        double t1 = mono_s();
         qs_apply_result res = {0, 0, 0, false};
-        if (n)
-            rc = qs_apply(db, source, evs, n, &res);
+        if (p.n)
+            rc = qs_apply(db, source, p.evs, p.n, &res);
         if (times) {
             times->reading += t1 - t0;
             times->applying += mono_s() - t1;
         }
-        for (size_t i = 0; i < n; i++)
-            qs_event_free(evs[i]);
-        free(evs);
+        bool end = p.end;
+        page_free(&p);
         if (rc)
             break;
         total += res.applied;
-        if (progress)
-            progress(arg, source, res.checkpoint ? res.checkpoint : pos[source],
-                     total);
+        if (progress && res.applied)
+            progress(arg, source, res.checkpoint, total);
         if (res.gap) {
             LOG_ERROR("query: %s's ReadAll skipped positions after %llu",
                       qs_source_name(source),
@@ -64,9 +150,18 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
             rc = ES_CORRUPT;
             break;
         }
-        if (end || n == 0)
+        if (end)
             break;
     }
+    pthread_mutex_lock(&r.mu);
+    r.stop = true;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    pthread_join(th, NULL);
+    for (; r.count; r.count--, r.head = (r.head + 1) % AHEAD)
+        page_free(&r.q[r.head]);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
     if (applied)
         *applied = total;
     return rc;
