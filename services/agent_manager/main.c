@@ -165,19 +165,12 @@ out:
     am_service_destroy(svc);
     if (outbox) {
         bus_outbox_stats st = {0};
-        if (bus_outbox_stats_get(outbox, &st) != BUS_OK || !st.connected) {
-            /* bus_outbox_stop crashes in libnats when NATS is unreachable
-             * (js_PublishAsyncGetPendingList on a context without a live
-             * connection). Every commit is already durable and the final
-             * snapshot written: leave the relay to the process exit. */
+        bool up = bus_outbox_stats_get(outbox, &st) == BUS_OK && st.connected;
+        if (!up)
             LOG_WARN("agent-manager: NATS unreachable; %llu events wait in "
                      "the log for the next start",
                      (unsigned long long)(st.last_position - st.checkpoint));
-            if (exit_code == 0)
-                LOG_INFO("agent-manager: stopped");
-            _exit(exit_code);
-        }
-        bus_outbox_stop(outbox, 2000);
+        bus_outbox_stop(outbox, up ? 2000 : 0);
     }
     rpc_runtime_destroy(rt);
     am_grpc_destroy(grpc);
