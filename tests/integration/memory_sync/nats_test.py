@@ -19,12 +19,8 @@ import grpc
 
 import agentmesh_testlib as lib  # noqa: E402
 
-# The NATS harness of tests/integration/bus: from the runfiles when that
-# package exports it, else from the source tree this runfile points into.
-BUS = os.path.join("tests", "integration", "bus")
-if not os.path.exists(os.path.join(BUS, "nats_testlib.py")):
-    BUS = os.path.join(lib.repo_root_from(os.path.abspath(__file__)), BUS)
-sys.path.insert(0, BUS)
+# The NATS harness of tests/integration/bus, from the runfiles.
+sys.path.insert(0, os.path.join("tests", "integration", "bus"))
 from nats_testlib import NatsServer, NodeSubscriber, node_tool  # noqa: E402
 
 BINARY, API_DESC = sys.argv[1:3]
