@@ -3,7 +3,9 @@
  * query, sends SubmitTask commands (one event each) at a steady rate from an
  * asynchronous gRPC client, and takes for every command the time from its
  * acknowledgement to the moment the query service's checkpoint covers its
- * position (read from the query env, read-only, every 50 us). Then it stops
+ * position (read from the query env, read-only, every 50 us); its own NATS
+ * subscriber tells when each event was on the bus, splitting that lag into
+ * the outbox's part and the query service's part. Then it stops
  * query, runs `query --rebuild` over the whole agents log, and scans the
  * same log with raw LMDB cursors.
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
@@ -25,6 +27,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <nats/nats.h>
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -126,6 +130,7 @@ static int stop(pid_t pid)
 typedef struct watch {
     es_store *store;
     double *visible; /* by position */
+    double *arrived; /* by position: the event reached a NATS subscriber */
     size_t cap;
     atomic_bool stop;
     atomic_ullong seen;
@@ -153,6 +158,23 @@ static void *watch_main(void *arg)
         usleep(POLL_US);
     }
     return NULL;
+}
+
+/* The bench's own NATS subscriber: when each event was on the bus, which
+ * splits the lag into the outbox's part and the query service's part. */
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                   void *arg)
+{
+    (void)nc;
+    (void)sub;
+    watch *w = arg;
+    const char *pos = NULL;
+    if (natsMsgHeader_Get(msg, "agentmesh-position", &pos) == NATS_OK && pos) {
+        uint64_t p = strtoull(pos, NULL, 10);
+        if (p < w->cap && !w->arrived[p])
+            w->arrived[p] = now();
+    }
+    natsMsg_Destroy(msg);
 }
 
 /* ---- Load: SubmitTask at a steady rate over one async channel. --------- */
@@ -399,7 +421,8 @@ int main(int argc, char **argv)
     memset(&w, 0, sizeof w);
     w.cap = l.cap;
     w.visible = calloc(w.cap, sizeof *w.visible);
-    if (!l.acked || !w.visible)
+    w.arrived = calloc(w.cap, sizeof *w.arrived);
+    if (!l.acked || !w.visible || !w.arrived)
         die("out of memory");
     es_options eo;
     es_options_init(&eo);
@@ -408,6 +431,13 @@ int main(int argc, char **argv)
         die("cannot open the query env read-only");
     pthread_t wt;
     pthread_create(&wt, NULL, watch_main, &w);
+    natsConnection *nc = NULL;
+    natsSubscription *ns = NULL;
+    if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
+        natsConnection_Subscribe(&ns, nc, "agentmesh.events.agents.>", on_msg,
+                                 &w) != NATS_OK ||
+        natsSubscription_SetPendingLimits(ns, 10000000, 1 << 30) != NATS_OK)
+        die("cannot subscribe to NATS");
 
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     l.ch = grpc_channel_create(am_addr, creds, NULL);
@@ -429,8 +459,11 @@ int main(int argc, char **argv)
            "%.1f s per rate; lag = command acknowledged -> query checkpoint "
            "covers its position (polled every %d us)\n\n",
            seconds, POLL_US);
-    printf("%-10s %10s %10s %9s %9s %9s %9s\n", "rate", "sent/s", "commands",
-           "p50 ms", "p90 ms", "p99 ms", "max ms");
+    printf("%-7s %7s %8s | %-29s | %-17s | %-17s\n", "", "", "",
+           "ack -> visible (ms)", "ack -> on NATS", "on NATS -> visible");
+    printf("%-7s %7s %8s | %6s %6s %6s %7s | %8s %8s | %8s %8s\n", "rate",
+           "sent/s", "commands", "p50", "p90", "p99", "max", "p50", "p99",
+           "p50", "p99");
     for (const char *r = rates_arg; r && *r;
          r = strchr(r, ',') ? strchr(r, ',') + 1 : NULL) {
         double rate = atof(r);
@@ -441,22 +474,41 @@ int main(int argc, char **argv)
         double deadline = now() + 60;
         while (atomic_load(&w.seen) < last && now() < deadline)
             usleep(1000);
-        size_t n = 0;
-        double *lag = calloc(last - first + 1, sizeof *lag);
+        size_t n = 0, na = 0, nq = 0;
+        size_t span = last - first + 1;
+        double *lag = calloc(span, sizeof *lag);
+        double *out = calloc(span, sizeof *out);
+        double *proj = calloc(span, sizeof *proj);
         for (uint64_t p = first; p <= last; p++) {
             if (!l.acked[p] || !w.visible[p])
                 continue;
             double d = w.visible[p] - l.acked[p];
             lag[n++] = d > 0 ? d * 1e3 : 0;
+            if (!w.arrived[p])
+                continue;
+            d = w.arrived[p] - l.acked[p];
+            out[na++] = d > 0 ? d * 1e3 : 0;
+            d = w.visible[p] - w.arrived[p];
+            proj[nq++] = d > 0 ? d * 1e3 : 0;
         }
         qsort(lag, n, sizeof *lag, cmp_double);
-        printf("%-10.0f %10.0f %10llu %9.2f %9.2f %9.2f %9.2f\n", rate, achieved,
-               (unsigned long long)(l.ok - ok0), pct(lag, n, 0.5),
-               pct(lag, n, 0.9), pct(lag, n, 0.99), n ? lag[n - 1] : 0.0);
+        qsort(out, na, sizeof *out, cmp_double);
+        qsort(proj, nq, sizeof *proj, cmp_double);
+        printf("%-7.0f %7.0f %8llu | %6.2f %6.2f %6.2f %7.2f | %8.2f %8.2f | "
+               "%8.2f %8.2f\n",
+               rate, achieved, (unsigned long long)(l.ok - ok0),
+               pct(lag, n, 0.5), pct(lag, n, 0.9), pct(lag, n, 0.99),
+               n ? lag[n - 1] : 0.0, pct(out, na, 0.5), pct(out, na, 0.99),
+               pct(proj, nq, 0.5), pct(proj, nq, 0.99));
         free(lag);
+        free(out);
+        free(proj);
     }
     if (l.failed)
         printf("(%llu commands failed)\n", (unsigned long long)l.failed);
+    natsSubscription_Unsubscribe(ns);
+    natsSubscription_Destroy(ns);
+    natsConnection_Destroy(nc);
     atomic_store(&w.stop, true);
     pthread_join(wt, NULL);
     es_close(w.store);

@@ -174,10 +174,13 @@ int qs_agents_apply(qs_tx *tx, const qs_event *ev)
     if (d == &agentmesh__v1__agent_registered__descriptor) {
         const Agentmesh__V1__AgentRegistered *p = (const void *)ev->payload;
         qs_free_str(a->name);
-        if (!(a->name = strdup(p->name ? p->name : "")) ||
-            (rc = set_settings(a, p->n_capabilities, p->capabilities,
+        if (!(a->name = strdup(p->name ? p->name : ""))) {
+            rc = ES_NOMEM;
+            goto out;
+        }
+        if ((rc = set_settings(a, p->n_capabilities, p->capabilities,
                                p->n_labels, p->labels, p->max_concurrency)))
-            goto oom;
+            goto out;
         a->registered_at_unix_nano = p->registered_at_unix_nano;
         a->status = AGENTMESH__V1__AGENT_STATUS__AGENT_STATUS_ONLINE;
     } else if (d == &agentmesh__v1__agent_updated__descriptor) {
@@ -187,7 +190,7 @@ int qs_agents_apply(qs_tx *tx, const qs_event *ev)
                                (Agentmesh__V1__AgentRegistered__LabelsEntry **)
                                    p->labels,
                                p->max_concurrency)))
-            goto oom;
+            goto out;
     } else if (d == &agentmesh__v1__agent_deregistered__descriptor) {
         a->status = AGENTMESH__V1__AGENT_STATUS__AGENT_STATUS_DEREGISTERED;
     } else if (d == &agentmesh__v1__agent_went_online__descriptor) {
@@ -201,10 +204,6 @@ int qs_agents_apply(qs_tx *tx, const qs_event *ev)
         a->last_seen_unix_nano = ev->time_unix_nano;
     if ((rc = store(txn, a)) == ES_OK)
         rc = index_agent(tx, a, 1);
-    goto out;
-oom:
-    if (!rc)
-        rc = ES_NOMEM;
 out:
     protobuf_c_message_free_unpacked(&a->base, NULL);
     return rc;

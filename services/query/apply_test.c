@@ -132,7 +132,7 @@ int main(void)
     CHECK(counts(db) == 9);
     /* A wait for a reached position returns at once, for an unreached one
      * at its deadline. */
-    int cancelled = 0;
+    atomic_int cancelled = 0;
     CHECK(qs_db_wait_positions(db, (uint64_t[]){9, 0}, qs_mono_ms() + 1000,
                                &cancelled) == ES_OK);
     CHECK(qs_db_wait_positions(db, (uint64_t[]){10, 0}, qs_mono_ms() + 50,

@@ -129,12 +129,12 @@ static bool reached(const qs_db *db, const uint64_t min[QS_NSOURCES])
 }
 
 int qs_db_wait_positions(qs_db *db, const uint64_t min[QS_NSOURCES],
-                         int64_t deadline_ms, const volatile int *cancelled)
+                         int64_t deadline_ms, const atomic_int *cancelled)
 {
     int rc = ES_OK;
     pthread_mutex_lock(&db->mu);
     while (!reached(db, min)) {
-        if (*cancelled || qs_mono_ms() >= deadline_ms) {
+        if (atomic_load(cancelled) || qs_mono_ms() >= deadline_ms) {
             rc = ES_TIMEOUT;
             break;
         }

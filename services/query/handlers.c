@@ -18,14 +18,14 @@ struct qs_grpc {
 };
 
 typedef struct cancel_flag {
-    volatile int flag;
+    atomic_int flag;
     qs_db *db;
 } cancel_flag;
 
 static void on_cancel(void *arg)
 {
     cancel_flag *c = arg;
-    c->flag = 1;
+    atomic_store(&c->flag, 1);
     qs_db_wake(c->db);
 }
 
@@ -339,7 +339,7 @@ static void subscribe_events(rpc_call *call, const ProtobufCMessage *request,
         return;
     cancel_flag cf = {0, g->db};
     rpc_call_on_cancel(call, on_cancel, &cf);
-    while (!cf.flag && !rpc_call_cancelled(call)) {
+    while (!atomic_load(&cf.flag) && !rpc_call_cancelled(call)) {
         uint64_t gen = qs_db_generation(g->db);
         es_txn *txn = NULL;
         Agentmesh__V1__Event **evs = NULL;

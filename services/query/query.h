@@ -10,6 +10,7 @@
 #ifndef AGENTMESH_QUERY_H
 #define AGENTMESH_QUERY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,7 +102,7 @@ void qs_db_wait_news(qs_db *db, uint64_t seen, int64_t timeout_ms);
  * ms, INT64_MAX = none) passes, or *cancelled turns true. Returns 0 when
  * reached, ES_TIMEOUT otherwise. */
 int qs_db_wait_positions(qs_db *db, const uint64_t min[QS_NSOURCES],
-                         int64_t deadline_ms, const volatile int *cancelled);
+                         int64_t deadline_ms, const atomic_int *cancelled);
 /* Wakes every waiter (cancellation, shutdown). */
 void qs_db_wake(qs_db *db);
 

@@ -39,7 +39,11 @@ del sys.argv[1:5]
 
 MSG = lib.Messages(API_DESC)
 SANITIZED = bool(os.environ.get("AGENTMESH_SANITIZER"))
-FAULT_EVENTS = 10000
+# libnats is not built with TSan: under TSan the mesh runs without NATS (the
+# query service then lives on catch-up alone) and the run is shorter.
+TSAN = os.environ.get("AGENTMESH_SANITIZER") == "tsan"
+USE_NATS = not TSAN
+FAULT_EVENTS = 4000 if TSAN else 10000
 PENDING, ASSIGNED, RUNNING, COMPLETED, FAILED, CANCELLED = 1, 2, 3, 4, 5, 6
 ONLINE, OFFLINE, DEREGISTERED = 1, 2, 3
 STATE_NAMES = {1: "TASK_STATE_PENDING", 2: "TASK_STATE_ASSIGNED",
@@ -93,15 +97,15 @@ class Mesh:
 
     def __init__(self, start_query=True):
         self.dir = tempfile.mkdtemp(prefix="query-test-")
-        self.nats = NatsServer().start()
+        self.nats = NatsServer().start() if USE_NATS else None
         self.am = lib.Server(AGENT_MANAGER, [
             "--data-dir=" + os.path.join(self.dir, "agents"),
             "--listen=127.0.0.1:0", "--admin=127.0.0.1:0",
-            "--nats-url=" + self.nats.url, "--no-sync"]).start()
+            "--nats-url=" + self.nats_url, "--no-sync"]).start()
         self.ms = lib.Server(MEMORY_SYNC, [
             "--data-dir=" + os.path.join(self.dir, "memory"),
             "--listen=127.0.0.1:0", "--admin=127.0.0.1:0",
-            "--nats-url=" + self.nats.url, "--no-sync"]).start()
+            "--nats-url=" + self.nats_url, "--no-sync"]).start()
         self.agents = Client(self.am.grpc_target, "AgentManager")
         self.agents_es = Client(self.am.grpc_target, "EventStore")
         self.memory = Client(self.ms.grpc_target, "MemorySync")
@@ -112,6 +116,10 @@ class Mesh:
             self.start_query()
 
     @property
+    def nats_url(self):
+        return self.nats.url if self.nats else ""
+
+    @property
     def query_dir(self):
         return os.path.join(self.dir, "query")
 
@@ -119,7 +127,7 @@ class Mesh:
         return ["--data-dir=" + self.query_dir, "--listen=127.0.0.1:0",
                 "--admin=127.0.0.1:0", "--agents-addr=" + self.am.grpc_target,
                 "--memory-addr=" + self.ms.grpc_target,
-                "--nats-url=" + self.nats.url]
+                "--nats-url=" + self.nats_url]
 
     def start_query(self):
         self.qs = lib.Server(QUERY, self.query_args()).start()
@@ -165,7 +173,8 @@ class Mesh:
                     print("%s exited with %r:\n%s" % (name, codes[name],
                                                       s.log()[-8000:]),
                           file=sys.stderr)
-        self.nats.kill()
+        if self.nats:
+            self.nats.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
         return codes
 
@@ -662,12 +671,13 @@ class FaultsTest(unittest.TestCase):
         # 3. nats-server down for a while during a burst, then back.
         base = self.tasks
         burst = self.pool.submit(self.produce, quarter)
-        lib.poll_until(lambda: m.heads()["agents"] > base + quarter // 8,
-                       what="the burst to be under way")
-        m.nats.kill()
-        lib.poll_until(lambda: m.heads()["agents"] > base + quarter // 2,
-                       what="events committed while NATS is down")
-        m.nats.start()
+        if m.nats:
+            lib.poll_until(lambda: m.heads()["agents"] > base + quarter // 8,
+                           what="the burst to be under way")
+            m.nats.kill()
+            lib.poll_until(lambda: m.heads()["agents"] > base + quarter // 2,
+                           what="events committed while NATS is down")
+            m.nats.start()
         burst.result()
         self.check_exact()
         # 4. The rest with everything up, then a restart with SIGTERM.
@@ -677,7 +687,8 @@ class FaultsTest(unittest.TestCase):
         self.assertEqual(status, 200)
         live = lib.metric_value(text, "agentmesh_query_events_applied_total",
                                 {"source": "agents", "path": "nats"})
-        self.assertGreater(live or 0, 0, "no event came through NATS")
+        if USE_NATS:
+            self.assertGreater(live or 0, 0, "no event came through NATS")
         self.assertEqual(m.stop_query(), 0)
         m.start_query()
         self.check_exact()
