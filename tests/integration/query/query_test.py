@@ -28,6 +28,7 @@ import grpc
 
 import agentmesh_testlib as lib
 
+# The NATS harness, from the runfiles (or the source tree when run by hand).
 BUS = os.path.join("tests", "integration", "bus")
 if not os.path.exists(os.path.join(BUS, "nats_testlib.py")):
     BUS = os.path.join(lib.repo_root_from(os.path.abspath(__file__)), BUS)
