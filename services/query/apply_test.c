@@ -99,7 +99,9 @@ static uint64_t counts(qs_db *db)
 
 int main(void)
 {
-    char dir[] = "/tmp/qs-apply-test-XXXXXX";
+    char dir[512];
+    const char *tmp = getenv("TEST_TMPDIR");
+    snprintf(dir, sizeof dir, "%s/qs-apply-test-XXXXXX", tmp ? tmp : "/tmp");
     CHECK(mkdtemp(dir));
     qs_db *db = NULL;
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
@@ -138,7 +140,7 @@ int main(void)
     CHECK(qs_db_wait_positions(db, (uint64_t[]){10, 0}, qs_mono_ms() + 50,
                                &cancelled) == ES_TIMEOUT);
     qs_db_close(db);
-    char path[256];
+    char path[600];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", dir);

@@ -11,7 +11,7 @@
 #include "services/common/log.h"
 #include "services/query/query.h"
 
-#define CALL_TIMEOUT_MS 30000
+#define CALL_TIMEOUT_MS 10000
 #define AHEAD 3 /* pages read ahead */
 
 typedef struct page {

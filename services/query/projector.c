@@ -237,7 +237,10 @@ static void *catch_up_main(void *arg)
                              &applied, NULL, NULL, NULL);
         if (rc && !s->failing)
             LOG_WARN("query: cannot catch up %s from %s: %s; retrying", name,
-                     p->opts.addr[s->index], es_strerror(rc));
+                     p->opts.addr[s->index],
+                     rc == ES_CLOSED ? "EventStore.ReadAll failed (source "
+                                       "unreachable or refusing)"
+                                     : es_strerror(rc));
         else if (!rc && s->failing)
             LOG_INFO("query: %s reachable again", name);
         s->failing = rc != 0;
