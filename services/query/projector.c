@@ -102,6 +102,13 @@ static int64_t now_ns(void)
 
 void qs_projector_push(qs_projector *p, qs_event *ev)
 {
+    /* A source without an address is not projected: its gaps could not be
+     * filled. */
+    const char *addr = p->opts.addr[ev->source];
+    if (!addr || !*addr) {
+        qs_event_free(ev);
+        return;
+    }
     pthread_mutex_lock(&p->mu);
     if (p->qn == p->qcap && p->qcap < QUEUE_MAX) {
         size_t cap = p->qcap ? p->qcap * 2 : 1024;

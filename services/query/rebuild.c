@@ -3,6 +3,7 @@
  * progress line per second; `query --dump` writes the read models as text,
  * so two builds can be compared byte for byte. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "services/query/query.h"
 
 typedef struct progress {
+    pthread_mutex_t mu;
     int64_t start_ms, last_ms;
     uint64_t done[QS_NSOURCES];
 } progress;
@@ -23,19 +25,53 @@ static uint64_t total(const progress *p)
     return t;
 }
 
+/* Called by each source's replay after every page. */
 static void report(void *arg, int source, uint64_t position, uint64_t applied)
 {
     progress *p = arg;
+    pthread_mutex_lock(&p->mu);
     p->done[source] = applied;
     int64_t now = qs_mono_ms();
-    if (now - p->last_ms < 1000)
-        return;
-    p->last_ms = now;
-    double s = (double)(now - p->start_ms) / 1000.0;
-    fprintf(stderr,
-            "rebuild: %s at position %llu, %llu events applied, %.0f events/s\n",
-            qs_source_name(source), (unsigned long long)position,
-            (unsigned long long)total(p), s > 0 ? (double)total(p) / s : 0.0);
+    if (now - p->last_ms >= 1000) {
+        p->last_ms = now;
+        double s = (double)(now - p->start_ms) / 1000.0;
+        fprintf(stderr,
+                "rebuild: %s at position %llu, %llu events applied, %.0f "
+                "events/s\n",
+                qs_source_name(source), (unsigned long long)position,
+                (unsigned long long)total(p),
+                s > 0 ? (double)total(p) / s : 0.0);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* One source's replay, on a thread of its own: the sources are read and
+ * decoded in parallel, their batches commit one after the other. */
+typedef struct replay {
+    qs_db *db;
+    int source;
+    const char *addr;
+    unsigned page;
+    progress *p;
+    qs_catch_up_times times;
+    uint64_t applied;
+    int rc;
+} replay;
+
+static void *replay_main(void *arg)
+{
+    replay *r = arg;
+    qs_client *c = NULL;
+    fprintf(stderr, "rebuild: replaying %s from %s\n", qs_source_name(r->source),
+            r->addr);
+    if ((r->rc = qs_client_create(r->addr, &c)) == ES_OK)
+        r->rc = qs_catch_up(r->db, c, r->source, r->page, &r->applied, report,
+                            r->p, &r->times);
+    qs_client_destroy(c);
+    if (r->rc)
+        fprintf(stderr, "rebuild: %s failed: %s\n", qs_source_name(r->source),
+                es_strerror(r->rc));
+    return NULL;
 }
 
 static int remove_env(const char *dir)
@@ -57,26 +93,36 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
 {
     qs_db *db = NULL;
     progress p;
-    qs_catch_up_times times = {0, 0};
+    replay r[QS_NSOURCES];
+    pthread_t th[QS_NSOURCES];
+    bool started[QS_NSOURCES] = {false};
     memset(&p, 0, sizeof p);
+    memset(r, 0, sizeof r);
     int rc = remove_env(dir);
     if (rc || (rc = qs_db_open(dir, sync, &db))) {
         fprintf(stderr, "rebuild: cannot reset %s: %s\n", dir, es_strerror(rc));
         return rc;
     }
+    pthread_mutex_init(&p.mu, NULL);
     p.start_ms = p.last_ms = qs_mono_ms();
-    for (int i = 0; i < QS_NSOURCES && !rc; i++) {
-        qs_client *c = NULL;
+    for (int i = 0; i < QS_NSOURCES; i++) {
         if (!addr[i] || !*addr[i])
             continue;
-        fprintf(stderr, "rebuild: replaying %s from %s\n", qs_source_name(i),
-                addr[i]);
-        if ((rc = qs_client_create(addr[i], &c)) == ES_OK)
-            rc = qs_catch_up(db, c, i, page, &p.done[i], report, &p, &times);
-        qs_client_destroy(c);
-        if (rc)
-            fprintf(stderr, "rebuild: %s failed: %s\n", qs_source_name(i),
-                    es_strerror(rc));
+        r[i] = (replay){db, i, addr[i], page, &p, {0, 0}, 0, ES_OK};
+        if (pthread_create(&th[i], NULL, replay_main, &r[i]))
+            r[i].rc = ES_IO;
+        else
+            started[i] = true;
+    }
+    qs_catch_up_times times = {0, 0};
+    for (int i = 0; i < QS_NSOURCES; i++) {
+        if (started[i])
+            pthread_join(th[i], NULL);
+        if (r[i].rc && !rc)
+            rc = r[i].rc;
+        times.reading += r[i].times.reading;
+        times.applying += r[i].times.applying;
+        p.done[i] = r[i].applied;
     }
     double s = (double)(qs_mono_ms() - p.start_ms) / 1000.0;
     uint64_t pos[QS_NSOURCES];
@@ -84,15 +130,15 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
     if (!rc)
         fprintf(stderr,
                 "rebuild: done: %llu events (agents at %llu, memory at %llu) "
-                "in %.3f s (%.3f s reading pages, %.3f s applying), "
-                "%.0f events/s\n",
+                "in %.3f s (%.3f s reading pages, %.3f s applying, summed "
+                "over sources), %.0f events/s\n",
                 (unsigned long long)total(&p), (unsigned long long)pos[QS_AGENTS],
                 (unsigned long long)pos[QS_MEMORY], s, times.reading,
                 times.applying, s > 0 ? (double)total(&p) / s : 0.0);
+    pthread_mutex_destroy(&p.mu);
     qs_db_close(db);
     return rc;
 }
-
 typedef struct dump_ctx {
     FILE *f;
     const char *ns;
