@@ -109,26 +109,61 @@ out:
     return rc;
 }
 
-/* RFC 3339 UTC with up to 9 fraction digits, as the outbox writes it. */
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* n decimal digits at s into *out; -1 if any is not a digit. */
+static int digits(const char *s, int n, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.fraction]Z", as the outbox writes it
+ * (a hand parser: strptime and timegm cost more than the rest of the
+ * decode). */
 static int parse_time(const char *s, int64_t *out)
 {
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
+    unsigned y, mo, d, h, mi, sec;
+    if (strlen(s) < 20 || digits(s, 4, &y) || s[4] != '-' ||
+        digits(s + 5, 2, &mo) || s[7] != '-' || digits(s + 8, 2, &d) ||
+        (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) ||
+        s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
+        digits(s + 17, 2, &sec) || mo < 1 || mo > 12 || d < 1 || d > 31 ||
+        h > 23 || mi > 59 || sec > 60)
         return -1;
+    const char *p = s + 19;
     int64_t nanos = 0;
     if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 9)
+        int n = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 9)
                 nanos = nanos * 10 + (*p - '0');
-        for (; digits < 9; digits++)
+        if (n == 0)
+            return -1;
+        for (; n < 9; n++)
             nanos *= 10;
     }
-    if (*p != 'Z' || p[1])
+    if ((*p != 'Z' && *p != 'z') || p[1])
         return -1;
-    *out = (int64_t)timegm(&tm) * 1000000000 + nanos;
+    int64_t days = days_from_civil(y, mo, d);
+    *out = ((days * 24 + h) * 60 + mi) * 60 * 1000000000ll +
+           (int64_t)sec * 1000000000ll + nanos;
     return 0;
 }
 
@@ -150,11 +185,72 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* The outbox writes "data" as the object's last member, after members whose
+ * values are strings (which hold no unescaped quote): the first `,"data":`
+ * is that member, and its text runs to the closing brace. Sets *head_len
+ * (the object before that member) and the data's text; false when the body
+ * has another shape. */
+static bool split_data(const char *json, size_t len, size_t *head_len,
+                       const char **data, size_t *data_len)
+{
+    static const char key[] = ",\"data\":";
+    const char *k = memmem(json, len, key, sizeof key - 1);
+    size_t end = len;
+    while (end > 0 && (json[end - 1] == ' ' || json[end - 1] == '\n' ||
+                       json[end - 1] == '\r' || json[end - 1] == '\t'))
+        end--;
+    if (!k || end == 0 || json[end - 1] != '}')
+        return false;
+    const char *v = k + sizeof key - 1;
+    if (v >= json + end - 1)
+        return false;
+    *head_len = (size_t)(k - json);
+    *data = v;
+    *data_len = (size_t)(json + end - 1 - v);
+    return true;
+}
+
+/* The fast path: the header members parsed alone and the data decoded from
+ * its own text, with no second JSON pass. Any doubt (another shape, a
+ * parse failure) returns false and the caller takes the full path. */
+static bool decode_split(const char *json, size_t len, json_t **root,
+                         ProtobufCMessage **m)
+{
+    size_t hl, dl;
+    const char *data;
+    char *head = NULL;
+    if (!split_data(json, len, &hl, &data, &dl) || !(head = malloc(hl + 2)))
+        return false;
+    memcpy(head, json, hl);
+    head[hl] = '}';
+    head[hl + 1] = '\0';
+    json_error_t jerr;
+    json_t *r = json_loadb(head, hl + 1, 0, &jerr);
+    free(head);
+    const char *type = r ? str_field(r, "type") : NULL;
+    const ProtobufCMessageDescriptor *d = type ? pbjson_registry_find(type)
+                                               : NULL;
+    pbjson_options po = {PBJSON_IGNORE_UNKNOWN, 0, 0, pbjson_registry_resolve,
+                         NULL};
+    char err[16];
+    if (!d || json_object_get(r, "data") ||
+        pbjson_decode(d, data, dl, &po, m, err, sizeof err) != PBJSON_OK) {
+        json_decref(r);
+        return false;
+    }
+    *root = r;
+    return true;
+}
+
 int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
                              char *why, size_t why_len)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(json, len, 0, &jerr);
+    json_t *root = NULL;
+    ProtobufCMessage *m = NULL;
+    bool split = decode_split(json, len, &root, &m);
+    if (!split)
+        root = json_loadb(json, len, 0, &jerr);
     qs_event *ev = NULL;
     char *data_json = NULL;
     int rc = ES_INVALID;
@@ -195,9 +291,8 @@ int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
         goto out;
     }
     const ProtobufCMessageDescriptor *d = pbjson_registry_find(type);
-    ProtobufCMessage *m = NULL;
     json_t *data = json_object_get(root, "data");
-    if (d && data) {
+    if (!split && d && data) {
         if (!(data_json = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))) {
             rc = ES_NOMEM;
             goto out;
@@ -213,11 +308,15 @@ int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
             goto out;
         }
     }
-    if ((rc = finish(ev, m)))
+    rc = finish(ev, m);
+    m = NULL;
+    if (rc)
         goto out;
     *out = ev;
     ev = NULL;
 out:
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
     free(data_json);
     qs_event_free(ev);
     json_decref(root);

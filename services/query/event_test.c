@@ -1,0 +1,124 @@
+/* Unit test of the event decoding: a CloudEvent as the outbox writes it
+ * (the fast path), the same event in other member orders and spacing (the
+ * full parse), and the EventStore API form give the same event; times parse
+ * to the nanosecond; memory values are dropped; malformed bodies refused. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agentmesh/v1/events.pb-c.h"
+#include "services/query/query.h"
+
+#define CHECK(c)                                                              \
+    do {                                                                      \
+        if (!(c)) {                                                           \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+                    #c);                                                      \
+            exit(1);                                                          \
+        }                                                                     \
+    } while (0)
+
+#define HEAD                                                                  \
+    "\"specversion\":\"1.0\",\"id\":\"01a20130-f5df-7207-96ab-e9b0b2b6cd00\"," \
+    "\"source\":\"agentmesh/memory\",\"type\":\"agentmesh.v1.MemoryWritten\","  \
+    "\"subject\":\"memory-ns\",\"time\":\"2026-11-22T02:58:35.615936560Z\","    \
+    "\"datacontenttype\":\"application/json\",\"sequence\":\"42\","            \
+    "\"streamversion\":\"7\",\"traceparent\":"                                 \
+    "\"00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-01\""
+#define DATA                                                                  \
+    "{\"namespace\":\"ns\",\"key\":\"k\",\"version\":\"3\",\"size\":\"5\","    \
+    "\"sealedValue\":\"c2VjcmV0\",\"replicaId\":\"r1\"}"
+
+static qs_event *decode(const char *body)
+{
+    qs_event *ev = NULL;
+    char why[160];
+    int rc = qs_event_from_cloudevent(body, strlen(body), &ev, why, sizeof why);
+    if (rc)
+        fprintf(stderr, "refused: %s\n", why);
+    CHECK(rc == ES_OK);
+    return ev;
+}
+
+static void same(const qs_event *a, const qs_event *b)
+{
+    CHECK(a->source == b->source && a->position == b->position &&
+          a->stream_version == b->stream_version &&
+          a->time_unix_nano == b->time_unix_nano);
+    CHECK(!strcmp(a->event_id, b->event_id) && !strcmp(a->stream, b->stream) &&
+          !strcmp(a->type, b->type) && !strcmp(a->traceparent, b->traceparent));
+    CHECK(a->data_len == b->data_len && !memcmp(a->data, b->data, a->data_len));
+}
+
+int main(void)
+{
+    qs_event *fast = decode("{" HEAD ",\"data\":" DATA "}");
+    CHECK(fast->source == QS_MEMORY && fast->position == 42 &&
+          fast->stream_version == 7);
+    /* 2026-11-22T02:58:35Z is 1795316315 s after the epoch. */
+    CHECK(fast->time_unix_nano == 1795316315615936560ll);
+    Agentmesh__V1__MemoryWritten *w = (Agentmesh__V1__MemoryWritten *)fast->payload;
+    CHECK(w && !strcmp(w->key, "k") && w->version == 3);
+    CHECK(w->sealed_value.len == 0);
+    CHECK(!memmem(fast->data, fast->data_len, "secret", 6));
+
+    const char *others[] = {
+        "{\"data\":" DATA "," HEAD "}",
+        "{" HEAD ", \"data\" : " DATA " }\n",
+        "{" HEAD ",\"data\":" DATA ",\"extra\":\"x\"}",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        qs_event *ev = decode(others[i]);
+        same(fast, ev);
+        qs_event_free(ev);
+    }
+
+    /* The EventStore API form of the same event, sealed value included. */
+    Agentmesh__V1__MemoryWritten mw = AGENTMESH__V1__MEMORY_WRITTEN__INIT;
+    mw.namespace_ = "ns";
+    mw.key = "k";
+    mw.version = 3;
+    mw.size = 5;
+    mw.sealed_value.data = (uint8_t *)"secret";
+    mw.sealed_value.len = 6;
+    mw.replica_id = "r1";
+    uint8_t buf[256];
+    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
+    Agentmesh__V1__EventMetadata m = AGENTMESH__V1__EVENT_METADATA__INIT;
+    m.traceparent = "00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-01";
+    m.actor = "someone";
+    e.metadata = &m;
+    e.event_id = "01a20130-f5df-7207-96ab-e9b0b2b6cd00";
+    e.stream = "memory-ns";
+    e.stream_version = 7;
+    e.position = 42;
+    e.type = "agentmesh.v1.MemoryWritten";
+    e.time_unix_nano = 1795316315615936560ll;
+    e.data.data = buf;
+    e.data.len = agentmesh__v1__memory_written__pack(&mw, buf);
+    qs_event *api = NULL;
+    CHECK(qs_event_from_proto(QS_MEMORY, &e, &api) == ES_OK);
+    same(fast, api);
+    qs_event_free(api);
+    qs_event_free(fast);
+
+    const char *bad[] = {
+        "", "[]", "{\"source\":\"agentmesh/agents\"}",
+        "{" HEAD ",\"data\":{\"version\":\"x\"}}",
+        "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"elsewhere\","
+        "\"type\":\"t\",\"subject\":\"s\",\"time\":\"2026-11-22T02:58:35Z\","
+        "\"sequence\":\"1\",\"streamversion\":\"0\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"agentmesh/agents\","
+        "\"type\":\"t\",\"subject\":\"s\",\"time\":\"2026-13-22T02:58:35Z\","
+        "\"sequence\":\"1\",\"streamversion\":\"0\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        qs_event *ev = NULL;
+        char why[160];
+        CHECK(qs_event_from_cloudevent(bad[i], strlen(bad[i]), &ev, why,
+                                       sizeof why) != ES_OK);
+        CHECK(ev == NULL);
+    }
+    puts("event_test: ok");
+    return 0;
+}
