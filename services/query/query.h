@@ -173,7 +173,9 @@ int qs_agents_adjust_active(qs_tx *tx, const char *agent_id, int delta);
 #define QS_PAGE_MAX 1000u
 #define QS_SCAN_MAX 100000u /* entries examined per page with filters */
 
-/* Errors also include ES_INVALID with msg (a bad token or filter). */
+/* The list functions fill the reply's repeated field and next_page_token
+ * (freed with the reply). Errors also include ES_INVALID with msg (a bad
+ * token or filter). qs_agents_get and qs_tasks_timeline: ES_NOT_FOUND. */
 int qs_agents_get(es_txn *txn, const char *agent_id, Agentmesh__V1__Agent **out);
 int qs_agents_list(es_txn *txn, const Agentmesh__V1__ListAgentsRequest *req,
                    Agentmesh__V1__ListAgentsResponse *resp, char *msg,
@@ -189,8 +191,9 @@ int qs_memory_search(es_txn *txn, const Agentmesh__V1__SearchMemoryRequest *req,
 int qs_stats_get(es_txn *txn, Agentmesh__V1__GetStatsResponse *resp);
 
 /* Feed reads: events after `after` (a source position, or the merged feed
- * sequence when source < 0) matching the filter, at most limit. Each event
- * gets *seq_out[i] = its cursor value. */
+ * sequence when source < 0) matching the filter, at most limit, into
+ * *events (n of them; free with qs_free_events). *last_cursor is the last
+ * entry examined (what the next read passes as `after`). */
 typedef struct qs_feed_filter {
     int source;                 /* -1: merged */
     const char *stream_prefix;  /* NULL or "" = all */
@@ -206,7 +209,7 @@ int qs_feed_get(es_txn *txn, int source, uint64_t position,
 /* The merged feed's last sequence. */
 uint64_t qs_feed_last_seq(es_txn *txn);
 
-/* Frees the repeated fields a read filled (not the struct itself). */
+/* Frees an array of events and the array. */
 void qs_free_events(Agentmesh__V1__Event **evs, size_t n);
 /* Every map<string, uint64> entry of the API (positions, min_positions,
  * tasks_by_state) has this layout; `desc` is the generated entry type. */
@@ -247,9 +250,9 @@ uint64_t qs_hash(uint64_t h, const void *p, size_t n);
  * calls fn(arg, txn, suffix, suffix_len, val, val_len) for each (suffix =
  * the key past the prefix); fn returns 1 when it took the item, 0 to skip
  * it, QS_STOP to end the scan there, or a negative es_status negated to
- * fail. Stops after `limit` items
- * taken or QS_SCAN_MAX keys examined; *more tells whether keys remain, and
- * last/last_len (QS_KEY_CAP bytes) the suffix to continue after. */
+ * fail. Stops after `limit` items taken or QS_SCAN_MAX keys examined;
+ * *more tells whether keys remain, and last/last_len (QS_KEY_CAP bytes)
+ * the suffix to continue after. */
 #define QS_KEY_CAP 512
 #define QS_STOP 2
 typedef int (*qs_take_fn)(void *arg, es_txn *txn, const uint8_t *suffix,
@@ -306,9 +309,11 @@ int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
                        bool *end, uint64_t *next, char *msg, size_t msglen);
 
 /* Catches source up from its checkpoint to the end of its log through c,
- * applying page by page. *applied counts the events applied. progress may
- * be NULL; else called after each page. Errors: those of the client and
- * qs_apply. */
+ * applying page by page while a helper thread reads up to three pages
+ * ahead. *applied counts the events applied. progress (may be NULL) is
+ * called after each page that applied events, times (may be NULL) adds up
+ * where the time went. Errors: those of the client and qs_apply, ES_IO (no
+ * thread). */
 typedef void (*qs_progress_fn)(void *arg, int source, uint64_t position,
                                uint64_t applied);
 /* Where a catch-up's time went (seconds, added to), for rebuild's report. */
@@ -323,7 +328,8 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
 /* ---- Rebuild and dump ------------------------------------------------------- */
 
 /* Drops the env in dir and replays every source (addr[i] non-empty) from
- * position 1, printing progress lines to stderr. */
+ * position 1, one thread per source, printing progress lines to stderr.
+ * The service must not have dir open. */
 int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
                unsigned page, bool sync);
 /* Writes every read-model namespace and checkpoint of dir's env, one line
