@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -335,6 +336,6 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
 /* Writes every read-model namespace and checkpoint of dir's env, one line
  * per key ("ns hexkey hexvalue"), to f. The merged feed's order is the
  * apply order, so it is written as its content only (see docs/QUERY.md). */
-int qs_dump(const char *dir, void *f);
+int qs_dump(const char *dir, FILE *f);
 
 #endif

@@ -193,7 +193,7 @@ static int cmp9(const void *a, const void *b)
     return memcmp(a, b, 9);
 }
 
-int qs_dump(const char *dir, void *fp)
+int qs_dump(const char *dir, FILE *fp)
 {
     es_store *st = NULL;
     es_txn *txn = NULL;
