@@ -207,7 +207,7 @@ int es_record_decode(const void *buf, size_t len, es_event *out);
 /* ---- Store ---------------------------------------------------------------- */
 typedef struct es_store es_store;
 
-/* Open (creating if needed) the store in directory `path` (created if
+/* Open (creating if needed) the store in directory `path` (created with its parents if
  * missing). opts may be NULL for the defaults. Reclaims stale reader slots.
  * On *out the caller owns the store; close with es_close.
  * Errors: ES_INVALID (bad options or path), ES_NOT_FOUND (ES_OPT_RDONLY and

@@ -139,6 +139,26 @@ out:
     return rc;
 }
 
+/* mkdir -p: a service's data folder may be several levels deep and new. */
+static int make_dirs(const char *path)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return errno;
+        buf[i] = saved;
+    }
+    return 0;
+}
+
 int es_open(const char *path, const es_options *opts, es_store **out)
 {
     es_options defaults;
@@ -153,9 +173,8 @@ int es_open(const char *path, const es_options *opts, es_store **out)
     }
     if ((rc = check_options(opts)))
         return rc;
-    if (!(opts->flags & ES_OPT_RDONLY) && mkdir(path, 0755) != 0 &&
-        errno != EEXIST)
-        return es__status_from_mdb(errno);
+    if (!(opts->flags & ES_OPT_RDONLY) && (rc = make_dirs(path)) != 0)
+        return es__status_from_mdb(rc);
     if (!(s = calloc(1, sizeof *s)))
         return ES_NOMEM;
     s->opts = *opts;
@@ -461,8 +480,8 @@ static int prepare_dest(const char *dir, int force)
 {
     char file[PATH_MAX];
     int rc;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return es__status_from_mdb(errno);
+    if ((rc = make_dirs(dir)) != 0)
+        return es__status_from_mdb(rc);
     if ((rc = data_file(dir, file, sizeof file, "data.mdb")))
         return rc;
     if (access(file, F_OK) == 0) {

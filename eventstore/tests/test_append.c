@@ -461,6 +461,24 @@ static void test_keyed_chain(void)
     tu_rmtree(kdir);
 }
 
+/* A service's data folder may be several new levels deep. */
+static void test_open_creates_parents(void)
+{
+    char base[512], deep[600];
+    tu_tmpdir(base, sizeof base, "parents");
+    snprintf(deep, sizeof deep, "%s/data/agents/log", base);
+    es_options o = tu_options();
+    es_store *s = NULL;
+    CHECK_OK(es_open(deep, &o, &s));
+    CHECK_OK(append1(s, "task-p", ES_EXPECT_ANY, 11, 1, NULL));
+    es_close(s);
+    /* Read-only never creates anything. */
+    snprintf(deep, sizeof deep, "%s/absent/log", base);
+    o.flags = ES_OPT_RDONLY;
+    CHECK(es_open(deep, &o, &s) != ES_OK);
+    tu_rmtree(base);
+}
+
 static void test_backup_restore(es_store *s)
 {
     char bdir[600], rdir[600];
@@ -505,6 +523,7 @@ int main(void)
     test_backup_restore(s);
     es_close(s);
     test_keyed_chain();
+    test_open_creates_parents();
     es_close(NULL);
     tu_rmtree(dir);
     printf("test_append: ok\n");

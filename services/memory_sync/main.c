@@ -41,26 +41,6 @@ static const cfg_option options[] = {
      "power loss (tests and benchmarks only)"},
 };
 
-/* mkdir -p: the store creates its own folder, not the ones above it. */
-static int make_dirs(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        buf[i] = saved;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     cfg *c = NULL;
@@ -115,11 +95,6 @@ int main(int argc, char **argv)
     /* The runtime blocks SIGTERM/SIGINT: create it before any thread. */
     if ((rc = rpc_runtime_create(c, &rt)) != RPC_OK) {
         LOG_ERROR("memory-sync: cannot start: %s", rpc_strerror(rc));
-        goto out;
-    }
-    if (make_dirs(data_dir)) {
-        LOG_ERROR("memory-sync: cannot create %s: %s", data_dir,
-                  strerror(errno));
         goto out;
     }
     es_options eo;
