@@ -14,6 +14,7 @@
 /* How long one subscription wait lasts before it checks the call again. */
 #define SUB_WAIT_MS 500
 
+
 struct esapi {
     es_store *store;
     char *source;
@@ -168,9 +169,21 @@ static bool make_filter(rpc_call *call, const char *prefix, char **types,
     return true;
 }
 
+/* Whether the call asked for pages without data_json (value "1"): a caller
+ * that reads only the protobuf bytes (the query service's catch-up and
+ * rebuild) spares the server the proto3 JSON of every payload, most of a
+ * page's cost. */
+static bool omit_json(const rpc_call *call)
+{
+    const char *v = NULL;
+    size_t len = 0;
+    return rpc_call_metadata(call, ESAPI_OMIT_JSON_METADATA, &v, &len) == 0 &&
+           len == 1 && v[0] == '1';
+}
+
 /* Converts a page of events into a reply's repeated field. */
 static int convert_page(const esapi *api, const es_event *evs, size_t n,
-                        Agentmesh__V1__Event ***out)
+                        bool with_json, Agentmesh__V1__Event ***out)
 {
     if (!n) {
         *out = NULL;
@@ -180,7 +193,7 @@ static int convert_page(const esapi *api, const es_event *evs, size_t n,
     if (!v)
         return -1;
     for (size_t i = 0; i < n; i++)
-        if (esapi_event_to_proto(&evs[i], api->source, true, &v[i])) {
+        if (esapi_event_to_proto(&evs[i], api->source, with_json, &v[i])) {
             for (size_t j = 0; j < i; j++)
                 protobuf_c_message_free_unpacked(&v[j]->base, NULL);
             free(v);
@@ -232,7 +245,7 @@ static void read_stream(rpc_call *call, const ProtobufCMessage *request,
         fail_es(call, rc, "read");
         goto out;
     }
-    if (convert_page(api, evs, pg.count, &r.events)) {
+    if (convert_page(api, evs, pg.count, !omit_json(call), &r.events)) {
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -281,7 +294,7 @@ static void read_all(rpc_call *call, const ProtobufCMessage *request,
         fail_es(call, rc, "read");
         goto out;
     }
-    if (convert_page(api, evs, pg.count, &r.events)) {
+    if (convert_page(api, evs, pg.count, !omit_json(call), &r.events)) {
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }

@@ -22,6 +22,11 @@
 
 typedef struct esapi esapi;
 
+/* ReadStream and ReadAll leave every event's data_json empty when the call
+ * carries the request metadata x-agentmesh-omit-data-json: 1 (for readers
+ * of the protobuf bytes only); SubscribeAll always fills it. */
+#define ESAPI_OMIT_JSON_METADATA "x-agentmesh-omit-data-json"
+
 /* Registers the three EventStore methods on `srv` (before rpc_server_start)
  * serving `store` under the source name `source` ("agents", "memory"), and
  * sets the health of "agentmesh.v1.EventStore" to SERVING when health is

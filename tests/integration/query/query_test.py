@@ -84,8 +84,8 @@ class Client:
     def _wrap(stub, method):
         req_cls, _ = MSG.method(method)
 
-        def call(timeout=30, **fields):
-            return stub(req_cls(**fields), timeout=timeout)
+        def call(timeout=30, metadata=None, **fields):
+            return stub(req_cls(**fields), timeout=timeout, metadata=metadata)
         return call
 
     def close(self):
@@ -469,6 +469,28 @@ class ScenarioTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             q.ListEvents(source="elsewhere")
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_read_all_omits_data_json_on_request(self):
+        # The catch-up client asks the sources for pages without data_json;
+        # without that metadata (or with another value) they keep it.
+        es = self.mesh.agents_es
+        full = es.ReadAll(from_position=1, limit=1000).events
+        self.assertTrue(full and all(e.data_json for e in full))
+        lean = es.ReadAll(from_position=1, limit=1000,
+                          metadata=(("x-agentmesh-omit-data-json", "1"),)).events
+        self.assertEqual([(e.position, e.event_id, e.type, e.data)
+                          for e in lean],
+                         [(e.position, e.event_id, e.type, e.data)
+                          for e in full])
+        self.assertTrue(all(e.data_json == "" for e in lean))
+        other = es.ReadAll(from_position=1, limit=3,
+                           metadata=(("x-agentmesh-omit-data-json", "0"),))
+        self.assertTrue(all(e.data_json for e in other.events))
+        stream = full[0].stream
+        one = self.mesh.agents_es.ReadStream(
+            stream=stream, metadata=(("x-agentmesh-omit-data-json", "1"),))
+        self.assertTrue(one.events and
+                        all(e.data_json == "" for e in one.events))
 
     def test_subscribe_events(self):
         q = self.mesh.q
