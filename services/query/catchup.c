@@ -1,6 +1,6 @@
 /* Catch-up: reads a source's log from the projection's checkpoint to its
- * end through EventStore.ReadAll pages and applies each page as one batch,
- * with the next pages read ahead on a helper thread while one is applied.
+ * end through EventStore.ReadAll pages, read ahead on a helper thread, and
+ * applies what has been read so far (up to MERGE_MAX events) as one batch.
  * Used at start, on a gap in the live feed, after a NATS outage, on the idle
  * poll, and by rebuild. */
 #include <pthread.h>
@@ -12,7 +12,12 @@
 #include "services/query/query.h"
 
 #define CALL_TIMEOUT_MS 10000
-#define AHEAD 3 /* pages read ahead */
+#define AHEAD 6 /* pages read ahead */
+/* Pages already read are applied together, up to this many events in one
+ * write transaction: a commit's fixed cost (the checkpoint, the counters,
+ * writing the dirty pages out) is then shared by more events, and pages an
+ * index touches again are written once. */
+#define MERGE_MAX 4000
 
 typedef struct page {
     qs_event **evs;
@@ -85,6 +90,10 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* Waits for the next page, then appends to it the events of the pages
+ * queued behind it, while they are good, fit in MERGE_MAX and the page
+ * taken so far is not the last. A page with an error stays queued for the
+ * next call, so its events never mix with an error. */
 static void take(reader *r, page *out)
 {
     pthread_mutex_lock(&r->mu);
@@ -93,6 +102,22 @@ static void take(reader *r, page *out)
     *out = r->q[r->head];
     r->head = (r->head + 1) % AHEAD;
     r->count--;
+    while (!out->rc && !out->end && r->count) {
+        page *p = &r->q[r->head];
+        if (p->rc || out->n + p->n > MERGE_MAX)
+            break;
+        qs_event **v = realloc(out->evs, (out->n + p->n) * sizeof *v);
+        if (!v)
+            break;
+        memcpy(v + out->n, p->evs, p->n * sizeof *v);
+        out->evs = v;
+        out->n += p->n;
+        out->end = p->end;
+        free(p->evs);
+        memset(p, 0, sizeof *p);
+        r->head = (r->head + 1) % AHEAD;
+        r->count--;
+    }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }

@@ -34,6 +34,11 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
         return ES_NOMEM;
     es_options eo;
     es_options_init(&eo);
+    /* Growing the map undoes and re-applies the batch being written (up to
+     * thousands of events in a catch-up or rebuild) and blocks readers: start
+     * with room for a few million events' read models. Only address space;
+     * the file grows as pages are written. */
+    eo.map_size = (size_t)1 << 30;
     if (!sync)
         eo.flags |= ES_OPT_NOSYNC;
     if ((rc = es_open(dir, &eo, &db->store))) {

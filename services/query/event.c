@@ -24,6 +24,7 @@ void qs_event_free(qs_event *ev)
     if (ev->payload)
         protobuf_c_message_free_unpacked(ev->payload, NULL);
     free(ev->data);
+    free(ev->feed);
     free(ev);
 }
 
@@ -47,6 +48,13 @@ static int finish(qs_event *ev, ProtobufCMessage *m)
         return ES_OK;
     strip(m);
     return qs_pack(m, &ev->data, &ev->data_len);
+}
+
+/* Packs the feed's form here, on the thread that decodes (catch-up reader,
+ * NATS), to keep it out of the one write transaction all paths share. */
+static int pack_feed(qs_event *ev)
+{
+    return qs_feed_pack(ev, &ev->feed, &ev->feed_len);
 }
 
 static bool traceparent_valid(const char *s)
@@ -101,6 +109,8 @@ int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
         memcpy(ev->data, e->data.data, e->data.len);
         ev->data_len = e->data.len;
     }
+    if ((rc = pack_feed(ev)))
+        goto out;
     *out = ev;
     ev = NULL;
     rc = ES_OK;
@@ -310,7 +320,7 @@ int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
     }
     rc = finish(ev, m);
     m = NULL;
-    if (rc)
+    if (rc || (rc = pack_feed(ev)))
         goto out;
     *out = ev;
     ev = NULL;

@@ -33,13 +33,11 @@ int qs_feed_flush(qs_tx *tx)
     return es_checkpoint_put(tx->txn, SEQ_NAME, tx->feed_seq);
 }
 
-int qs_feed_apply(qs_tx *tx, const qs_event *ev)
+int qs_feed_pack(const qs_event *ev, uint8_t **out, size_t *len)
 {
     /* Borrowed pointers only: packed at once, nothing to free. */
     Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
     Agentmesh__V1__EventMetadata m = AGENTMESH__V1__EVENT_METADATA__INIT;
-    uint8_t *buf = NULL, k[8], v[9];
-    size_t len;
     m.traceparent = ev->traceparent;
     e.metadata = &m;
     e.event_id = (char *)ev->event_id;
@@ -52,12 +50,23 @@ int qs_feed_apply(qs_tx *tx, const qs_event *ev)
     e.data.len = ev->data_len;
     e.source = (char *)qs_source_name(ev->source);
     e.content_type = CONTENT_TYPE;
-    int rc = qs_pack(&e.base, &buf, &len);
-    if (rc)
-        return rc;
+    return qs_pack(&e.base, out, len);
+}
+
+int qs_feed_apply(qs_tx *tx, const qs_event *ev)
+{
+    uint8_t *own = NULL, k[8], v[9];
+    const uint8_t *buf = ev->feed;
+    size_t len = ev->feed_len;
+    int rc;
+    if (!buf) {
+        if ((rc = qs_feed_pack(ev, &own, &len)))
+            return rc;
+        buf = own;
+    }
     qs_be64(k, ev->position);
     rc = es_kv_put(tx->txn, ns_of(ev->source), k, 8, buf, len);
-    free(buf);
+    free(own);
     if (rc)
         return rc;
     qs_be64(k, ++tx->feed_seq);

@@ -52,6 +52,11 @@ typedef struct qs_event {
     ProtobufCMessage *payload;  /* NULL for a type that is not an API message */
     uint8_t *data;              /* packed payload (NULL when data_len is 0) */
     size_t data_len;
+    /* The feed's packed Event (qs_feed_pack), made where the event is
+     * decoded rather than in the single write transaction; NULL when not
+     * made yet (qs_feed_apply packs it then). */
+    uint8_t *feed;
+    size_t feed_len;
 } qs_event;
 
 /* Frees an event (NULL is a no-op). */
@@ -158,6 +163,9 @@ int qs_agents_apply(qs_tx *tx, const qs_event *ev);
 int qs_tasks_apply(qs_tx *tx, const qs_event *ev);
 int qs_memory_apply(qs_tx *tx, const qs_event *ev);
 int qs_feed_apply(qs_tx *tx, const qs_event *ev);
+/* The event as the feed stores it: a packed agentmesh.v1.Event in a new
+ * malloc'd buffer (*out, caller frees). Errors: ES_NOMEM. */
+int qs_feed_pack(const qs_event *ev, uint8_t **out, size_t *len);
 int qs_stats_apply(qs_tx *tx, const qs_event *ev);
 /* Stats counters in namespace q.stats, key "<group>:<name>" (8-byte
  * big-endian), changed by delta at the end of the batch. */
@@ -298,7 +306,8 @@ int qs_nats_start(const char *url, qs_projector *p, qs_nats **out);
 void qs_nats_stop(qs_nats *n);
 
 /* The catch-up client: ReadAll pages from a source's EventStore, on the
- * calling thread with its own completion queue. */
+ * calling thread with its own completion queue, asking the source to leave
+ * data_json out (x-agentmesh-omit-data-json). */
 typedef struct qs_client qs_client;
 int qs_client_create(const char *target, qs_client **out);
 void qs_client_destroy(qs_client *c);
@@ -309,9 +318,9 @@ int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
                        int64_t timeout_ms, qs_event ***events, size_t *n,
                        bool *end, uint64_t *next, char *msg, size_t msglen);
 
-/* Catches source up from its checkpoint to the end of its log through c,
- * applying page by page while a helper thread reads up to three pages
- * ahead. *applied counts the events applied. progress (may be NULL) is
+/* Catches source up from its checkpoint to the end of its log through c:
+ * a helper thread reads up to six pages ahead, and the pages read so far
+ * are applied together (up to 4,000 events a batch). *applied counts the events applied. progress (may be NULL) is
  * called after each page that applied events, times (may be NULL) adds up
  * where the time went. Errors: those of the client and qs_apply, ES_IO (no
  * thread). */

@@ -51,18 +51,31 @@ int qs_tx_flush(qs_tx *tx)
     return rc;
 }
 
+/* Whether key is "<group>:<name>" (gl, nl their lengths). */
+static bool key_is(const char *key, const char *group, size_t gl,
+                   const char *name, size_t nl)
+{
+    return !memcmp(key, group, gl) && key[gl] == ':' &&
+           !memcmp(key + gl + 1, name, nl) && key[gl + 1 + nl] == '\0';
+}
+
 int qs_stats_add(qs_tx *tx, const char *group, const char *name,
                  int64_t delta)
 {
-    char k[96];
-    int n = snprintf(k, sizeof k, "%s:%s", group, name);
-    if (n <= 0 || (size_t)n >= sizeof k)
+    /* Called several times per event: the key is compared in place and
+     * formatted only when a batch first meets it. */
+    size_t gl = strlen(group), nl = strlen(name);
+    if (gl + 1 + nl >= sizeof tx->counters[0].key)
         return ES_INVALID;
     for (size_t i = 0; i < tx->n_counters; i++)
-        if (!strcmp(tx->counters[i].key, k)) {
+        if (key_is(tx->counters[i].key, group, gl, name, nl)) {
             tx->counters[i].delta += delta;
             return ES_OK;
         }
+    char k[sizeof tx->counters[0].key];
+    int n = snprintf(k, sizeof k, "%s:%s", group, name);
+    if (n <= 0 || (size_t)n >= sizeof k)
+        return ES_INVALID;
     if (tx->n_counters == QS_TX_COUNTERS) {
         int rc = qs_tx_flush(tx);
         if (rc)

@@ -83,39 +83,83 @@ static uint64_t time_key(int64_t t)
     return (uint64_t)t ^ (1ull << 63);
 }
 
-/* Puts or deletes a task's index entries and its state counter. */
-static int index_task(qs_tx *tx, const rec *r, int put)
+/* What a task's index keys are made of, besides its creation position
+ * (which never changes). */
+typedef struct keys {
+    int state;
+    int64_t submitted;
+    char agent[ID_MAX + 1]; /* cut at ID_MAX */
+    bool by_agent;          /* an agent id of 1..ID_MAX bytes is indexed */
+} keys;
+
+static void keys_of(const Agentmesh__V1__Task *t, keys *k)
+{
+    const char *a = t->agent_id ? t->agent_id : "";
+    size_t al = strlen(a);
+    k->state = t->state;
+    k->submitted = t->submitted_at_unix_nano;
+    k->by_agent = al && al <= ID_MAX;
+    if (al > ID_MAX)
+        al = ID_MAX;
+    memcpy(k->agent, a, al);
+    k->agent[al] = '\0';
+}
+
+/* Brings a task's index entries and state counter from `old` (NULL for a
+ * new task) to the record's: only the entries whose key changed are
+ * deleted and written, since most events change one field of a task. */
+static int index_task(qs_tx *tx, const rec *r, const keys *old)
 {
     es_txn *txn = tx->txn;
-    const Agentmesh__V1__Task *t = r->t;
-    const char *id = t->task_id;
+    const char *id = r->t->task_id;
     size_t idl = strlen(id);
+    keys now;
     uint8_t k[ID_MAX + 32];
+    size_t kl;
     int rc;
-#define EDIT(ns, key, kl)                                                     \
+    keys_of(r->t, &now);
+#define EDIT(ns, put)                                                         \
     do {                                                                      \
-        rc = put ? es_kv_put(txn, ns, key, kl, id, idl)                       \
-                 : es_kv_del(txn, ns, key, kl);                               \
+        rc = (put) ? es_kv_put(txn, ns, k, kl, id, idl)                       \
+                   : es_kv_del(txn, ns, k, kl);                               \
         if (rc && rc != ES_NOT_FOUND)                                         \
             return rc;                                                        \
     } while (0)
-    qs_be64(k, r->created);
-    EDIT(NS_POS, k, 8);
-    k[0] = (uint8_t)t->state;
-    qs_be64(k + 1, r->created);
-    EDIT(NS_STATE, k, 9);
-    qs_be64(k, time_key(t->submitted_at_unix_nano));
-    qs_be64(k + 8, r->created);
-    EDIT(NS_TIME, k, 16);
-    size_t al = t->agent_id ? strlen(t->agent_id) : 0;
-    if (al && al <= ID_MAX) {
-        memcpy(k, t->agent_id, al);
-        k[al] = 0;
-        qs_be64(k + al + 1, r->created);
-        EDIT(NS_AGENT, k, al + 9);
+    for (int put = old ? 0 : 1; put < 2; put++) {
+        const keys *x = put ? &now : old;
+        if (!old) {
+            qs_be64(k, r->created);
+            kl = 8;
+            EDIT(NS_POS, put);
+        }
+        if (!old || old->state != now.state) {
+            k[0] = (uint8_t)x->state;
+            qs_be64(k + 1, r->created);
+            kl = 9;
+            EDIT(NS_STATE, put);
+        }
+        if (!old || old->submitted != now.submitted) {
+            qs_be64(k, time_key(x->submitted));
+            qs_be64(k + 8, r->created);
+            kl = 16;
+            EDIT(NS_TIME, put);
+        }
+        size_t al = strlen(x->agent);
+        if (x->by_agent && (!old || old->by_agent != now.by_agent ||
+                            strcmp(old->agent, now.agent))) {
+            memcpy(k, x->agent, al);
+            k[al] = 0;
+            qs_be64(k + al + 1, r->created);
+            kl = al + 9;
+            EDIT(NS_AGENT, put);
+        }
     }
 #undef EDIT
-    return qs_stats_add(tx, "task", state_name(t->state), put ? 1 : -1);
+    if (old && old->state == now.state)
+        return ES_OK;
+    if (old && (rc = qs_stats_add(tx, "task", state_name(old->state), -1)))
+        return rc;
+    return qs_stats_add(tx, "task", state_name(now.state), 1);
 }
 
 static int set_str(char **dst, const char *src)
@@ -224,7 +268,10 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
         return ES_OK;
     rec r;
     memset(&r, 0, sizeof r);
-    int rc = load(txn, id, &r);
+    /* A stream's first event (version 0) finds no record: records are made
+     * only by their own stream's events and each event is applied once, so
+     * a new task (most events of a rebuild) skips the lookup. */
+    int rc = ev->stream_version == 0 ? ES_NOT_FOUND : load(txn, id, &r);
     bool existed = rc == ES_OK;
     bool changed = false;
     if (rc && rc != ES_NOT_FOUND)
@@ -244,33 +291,25 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
         rc = ES_OK;
         goto out;
     }
-    char old_agent[ID_MAX + 1];
-    int old_state = r.t->state;
-    snprintf(old_agent, sizeof old_agent, "%s",
-             r.t->agent_id ? r.t->agent_id : "");
-    if (existed && (rc = index_task(tx, &r, 0)))
+    keys old;
+    keys_of(r.t, &old);
+    if ((rc = fold(&r, ev, &changed)) || !changed)
         goto out;
-    if ((rc = fold(&r, ev, &changed)))
-        goto out;
-    if (!changed) {
-        if (existed)
-            rc = index_task(tx, &r, 1);
-        goto out;
-    }
     r.t->version = ev->stream_version;
     r.t->position = ev->position;
     r.t->updated_at_unix_nano = ev->time_unix_nano;
-    if ((rc = store(txn, &r)) || (rc = index_task(tx, &r, 1)) ||
+    if ((rc = store(txn, &r)) ||
+        (rc = index_task(tx, &r, existed ? &old : NULL)) ||
         (rc = timeline_add(txn, ev, id)))
         goto out;
-    if (existed && active(old_state) &&
-        (rc = qs_agents_adjust_active(tx, old_agent, -1)))
+    if (existed && active(old.state) &&
+        (rc = qs_agents_adjust_active(tx, old.agent, -1)))
         goto out;
     if (active(r.t->state) &&
         (rc = qs_agents_adjust_active(tx, r.t->agent_id, 1)))
         goto out;
     if (r.t->state == AGENTMESH__V1__TASK_STATE__TASK_STATE_COMPLETED &&
-        old_state != (int)r.t->state)
+        old.state != (int)r.t->state)
         rc = qs_stats_latency(tx, ev->time_unix_nano -
                                        r.t->submitted_at_unix_nano);
 out:
