@@ -57,6 +57,23 @@ static int pack_feed(qs_event *ev)
     return qs_feed_pack(ev, &ev->feed, &ev->feed_len);
 }
 
+/* The message type of an event type name, or NULL. The registry searches
+ * its hundred-odd names one by one, and a page or a burst of events holds
+ * a handful of types: the last few answers are kept per thread. */
+#define TYPE_CACHE 8
+static const ProtobufCMessageDescriptor *find_type(const char *name)
+{
+    static _Thread_local const ProtobufCMessageDescriptor *seen[TYPE_CACHE];
+    static _Thread_local unsigned next;
+    for (unsigned i = 0; i < TYPE_CACHE && seen[i]; i++)
+        if (!strcmp(seen[i]->name, name))
+            return seen[i];
+    const ProtobufCMessageDescriptor *d = pbjson_registry_find(name);
+    if (d)
+        seen[next++ % TYPE_CACHE] = d;
+    return d;
+}
+
 static bool traceparent_valid(const char *s)
 {
     /* W3C Trace Context version 00: 00-<32 hex>-<16 hex>-<2 hex>. */
@@ -93,7 +110,7 @@ int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
         !(ev->type = strdup(e->type ? e->type : "")) ||
         !(ev->traceparent = strdup(tp)))
         goto out;
-    const ProtobufCMessageDescriptor *d = pbjson_registry_find(ev->type);
+    const ProtobufCMessageDescriptor *d = find_type(ev->type);
     ProtobufCMessage *m =
         d ? protobuf_c_message_unpack(d, NULL, e->data.len, e->data.data)
           : NULL;
@@ -238,7 +255,7 @@ static bool decode_split(const char *json, size_t len, json_t **root,
     json_t *r = json_loadb(head, hl + 1, 0, &jerr);
     free(head);
     const char *type = r ? str_field(r, "type") : NULL;
-    const ProtobufCMessageDescriptor *d = type ? pbjson_registry_find(type)
+    const ProtobufCMessageDescriptor *d = type ? find_type(type)
                                                : NULL;
     pbjson_options po = {PBJSON_IGNORE_UNKNOWN, 0, 0, pbjson_registry_resolve,
                          NULL};
@@ -300,7 +317,7 @@ int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
         rc = ES_NOMEM;
         goto out;
     }
-    const ProtobufCMessageDescriptor *d = pbjson_registry_find(type);
+    const ProtobufCMessageDescriptor *d = find_type(type);
     json_t *data = json_object_get(root, "data");
     if (!split && d && data) {
         if (!(data_json = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))) {
