@@ -1,16 +1,25 @@
 /* query_bench.c: the query service's projection lag and rebuild speed, with
- * their peers from the same run. It starts nats-server, agent-manager and
- * query, sends SubmitTask commands (one event each) at a steady rate from an
- * asynchronous gRPC client, and takes for every command the time from its
- * acknowledgement to the moment the query service's checkpoint covers its
- * position (read from the query env, read-only, every 50 us); its own NATS
- * subscriber tells when each event was on the bus, splitting that lag into
- * the outbox's part and the query service's part. Then it stops
- * query, runs `query --rebuild` over the whole agents log, and scans the
- * same log with raw LMDB cursors.
+ * their peers from the same run. It starts nats-server, the sources the load
+ * needs (agent-manager, memory-sync) and query, and offers a steady
+ * open-loop rate of events from an asynchronous gRPC client:
+ *   --load agents  SubmitTask commands to agent-manager, one event each;
+ *   --load memory  SyncMemory calls to memory-sync, --batch changes each (one
+ *                  append, one commit), every change a new key, so every
+ *                  change is applied and is one MemoryWritten event;
+ *   --load mixed   half of the events each way.
+ * The lag of an event is the time from its command's reply (which carries
+ * its position) to the moment the query env's checkpoint of its source
+ * (`agents`, `memory`) covers that position, read from the env, read-only,
+ * every 50 us; the bench's own NATS subscriber tells when each event was on
+ * the bus, splitting that lag into the outbox's part and the query
+ * service's part. Then it stops query, runs `query --rebuild` over the
+ * logs, and scans the same logs with raw LMDB cursors.
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
- * Usage: query_bench [--seconds S] [--rates R1,R2,...] [--dir DIR]
- *                    [--agent-manager BIN] [--query BIN] [--nats-server BIN] */
+ * Usage: query_bench [--seconds S] [--rates R1,R2,...] (events/s)
+ *                    [--load agents|memory|mixed] [--batch N]
+ *                    [--namespaces N] [--value-size B] [--dir DIR]
+ *                    [--agent-manager BIN] [--memory-sync BIN] [--query BIN]
+ *                    [--nats-server BIN] */
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -37,17 +46,35 @@
 #include <grpc/support/time.h>
 
 #include "agentmesh/v1/agents.pb-c.h"
+#include "agentmesh/v1/memory.pb-c.h"
 #include "eventstore/eventstore.h"
 
 #define INFLIGHT_MAX 512
 #define POLL_US 50
+#define BATCH_MAX 400      /* memory-sync's limit of changes per SyncMemory */
+#define NAMESPACES_MAX 64
+#define VALUE_MAX 4096
+#define CURSOR_MAX 64      /* memory-sync's cursor text is at most 48 bytes */
+#define KEY_MAX 24
+
+enum { SRC_AGENTS, SRC_MEMORY, SRC_N };
+enum { LOAD_AGENTS, LOAD_MEMORY, LOAD_MIXED };
 
 static double seconds = 5.0;
 static char rates_arg[256] = "1000,10000";
 static char base[512] = "/tmp/query-bench";
+static int load_mode = LOAD_AGENTS;
+static size_t batch = 20;
+static size_t namespaces = 4;
+static size_t value_size = 64;
 static const char *am_bin = "services/agent_manager/agent-manager";
+static const char *ms_bin = "services/memory_sync/memory-sync";
 static const char *query_bin = "services/query/query";
 static const char *nats_bin = "/usr/sbin/nats-server";
+
+/* Children, stopped by die() so a failed run leaves no server behind. */
+static pid_t children[8];
+static size_t n_children;
 
 static double now(void)
 {
@@ -59,6 +86,11 @@ static double now(void)
 static void die(const char *what)
 {
     fprintf(stderr, "query_bench: %s\n", what);
+    for (size_t i = n_children; i-- > 0;)
+        if (children[i] > 0) {
+            kill(children[i], SIGTERM);
+            waitpid(children[i], NULL, 0);
+        }
     exit(1);
 }
 
@@ -80,6 +112,8 @@ static int free_port(void)
 /* Starts argv[0] with stdout and stderr to log_path; returns its pid. */
 static pid_t spawn(char *const argv[], const char *log_path)
 {
+    if (n_children == sizeof children / sizeof children[0])
+        die("too many servers");
     pid_t pid = fork();
     if (pid < 0)
         die("fork failed");
@@ -92,6 +126,7 @@ static pid_t spawn(char *const argv[], const char *log_path)
         execv(argv[0], argv);
         _exit(127);
     }
+    children[n_children++] = pid;
     return pid;
 }
 
@@ -120,66 +155,88 @@ static int read_grpc_port(const char *path, pid_t pid)
 static int stop(pid_t pid)
 {
     int st = 0;
+    if (pid <= 0)
+        return 0;
     kill(pid, SIGTERM);
     waitpid(pid, &st, 0);
+    for (size_t i = 0; i < n_children; i++)
+        if (children[i] == pid)
+            children[i] = 0;
     return st;
 }
 
-/* ---- Visibility: the query env's agents checkpoint, polled. ------------- */
+/* ---- Per source: when each position was acked, on NATS, visible. ------- */
+
+typedef struct source {
+    const char *name; /* the query env's checkpoint name */
+    bool on;
+    double *acked;    /* by position: the command's reply arrived */
+    double *arrived;  /* by position: the event reached our NATS subscriber */
+    double *visible;  /* by position: the query checkpoint covered it */
+    size_t cap;
+    uint64_t max_pos; /* highest position acknowledged */
+    atomic_ullong seen; /* the query checkpoint last read */
+} source;
+
+/* ---- Visibility: the query env's checkpoints, polled. ------------------ */
 
 typedef struct watch {
     es_store *store;
-    double *visible; /* by position */
-    double *arrived; /* by position: the event reached a NATS subscriber */
-    size_t cap;
+    source *src; /* SRC_N of them */
     atomic_bool stop;
-    atomic_ullong seen;
 } watch;
 
 static void *watch_main(void *arg)
 {
     watch *w = arg;
-    uint64_t seen = 0;
+    uint64_t seen[SRC_N] = {0};
     while (!atomic_load(&w->stop)) {
         es_txn *txn = NULL;
-        uint64_t cp = 0;
+        uint64_t cp[SRC_N] = {0};
         if (es_txn_begin(w->store, &txn) == ES_OK) {
-            if (es_checkpoint_get(txn, "agents", &cp))
-                cp = 0;
+            for (int s = 0; s < SRC_N; s++)
+                if (w->src[s].on && es_checkpoint_get(txn, w->src[s].name, &cp[s]))
+                    cp[s] = 0;
             es_txn_end(txn);
         }
-        if (cp > seen) {
-            double t = now();
-            for (uint64_t p = seen + 1; p <= cp && p < w->cap; p++)
-                w->visible[p] = t;
-            seen = cp;
-            atomic_store(&w->seen, seen);
+        double t = now();
+        for (int s = 0; s < SRC_N; s++) {
+            source *src = &w->src[s];
+            if (cp[s] <= seen[s])
+                continue;
+            for (uint64_t p = seen[s] + 1; p <= cp[s] && p < src->cap; p++)
+                src->visible[p] = t;
+            seen[s] = cp[s];
+            atomic_store(&src->seen, seen[s]);
         }
         usleep(POLL_US);
     }
     return NULL;
 }
 
-/* The bench's own NATS subscriber: when each event was on the bus, which
- * splits the lag into the outbox's part and the query service's part. */
+/* The bench's own NATS subscriber (one subscription per source): when each
+ * event was on the bus, which splits the lag into the outbox's part and the
+ * query service's part. The outbox puts the position in a header. */
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                    void *arg)
 {
     (void)nc;
     (void)sub;
-    watch *w = arg;
+    source *src = arg;
     const char *pos = NULL;
     if (natsMsgHeader_Get(msg, "agentmesh-position", &pos) == NATS_OK && pos) {
         uint64_t p = strtoull(pos, NULL, 10);
-        if (p < w->cap && !w->arrived[p])
-            w->arrived[p] = now();
+        if (p < src->cap && !src->arrived[p])
+            src->arrived[p] = now();
     }
     natsMsg_Destroy(msg);
 }
 
-/* ---- Load: SubmitTask at a steady rate over one async channel. --------- */
+/* ---- Load: commands at a steady rate over one async completion queue. -- */
 
 typedef struct call {
+    int kind;   /* SRC_* */
+    size_t ns;  /* memory: namespace index */
     grpc_call *call;
     grpc_byte_buffer *send, *recv;
     grpc_metadata_array init_md, trail_md;
@@ -188,31 +245,88 @@ typedef struct call {
 } call;
 
 typedef struct load {
-    grpc_channel *ch;
+    grpc_channel *ch[SRC_N];
     grpc_completion_queue *cq;
-    uint8_t *req;
-    size_t req_len;
-    double *acked; /* by position */
-    size_t cap;
-    uint64_t ok, failed, max_pos;
+    source *src;
+    uint8_t *task_req; /* the one SubmitTask request, packed */
+    size_t task_req_len;
+    /* SyncMemory: the changes of one request, rebuilt per call. */
+    Agentmesh__V1__SyncChange *changes;
+    Agentmesh__V1__SyncChange **change_ptrs;
+    char (*keys)[KEY_MAX];
+    uint8_t value[VALUE_MAX];
+    uint64_t next_key;
+    size_t next_ns;
+    char ns_name[NAMESPACES_MAX][32];
+    char cursor[NAMESPACES_MAX][CURSOR_MAX];
+    /* Counters, by source. */
+    uint64_t cmds_ok[SRC_N], events_ok[SRC_N], failed;
+    double last_reply[SRC_N];
     size_t inflight;
 } load;
 
-static void start_call(load *l)
+static grpc_byte_buffer *buffer_of(const uint8_t *data, size_t len)
+{
+    grpc_slice s = grpc_slice_from_copied_buffer((const char *)data, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* One SyncMemory request: `batch` changes to new keys of the next namespace,
+ * each based on version 0 (the key never existed), so each is applied. The
+ * namespace's last cursor is sent, as a replica would, with page_size =
+ * batch: the reply echoes at most that many changes. */
+static grpc_byte_buffer *sync_request(load *l, size_t *ns_out)
+{
+    Agentmesh__V1__SyncMemoryRequest req = AGENTMESH__V1__SYNC_MEMORY_REQUEST__INIT;
+    size_t ns = l->next_ns++ % namespaces;
+    for (size_t i = 0; i < batch; i++) {
+        Agentmesh__V1__SyncChange *c = &l->changes[i];
+        agentmesh__v1__sync_change__init(c);
+        snprintf(l->keys[i], KEY_MAX, "k%012llu",
+                 (unsigned long long)l->next_key++);
+        c->key = l->keys[i];
+        c->value.data = l->value;
+        c->value.len = value_size;
+        c->content_type = "text/plain";
+        l->change_ptrs[i] = c;
+    }
+    req.namespace_ = l->ns_name[ns];
+    req.replica_id = "query-bench";
+    req.cursor = l->cursor[ns];
+    req.changes = l->change_ptrs;
+    req.n_changes = batch;
+    req.page_size = (uint32_t)batch;
+    size_t len = agentmesh__v1__sync_memory_request__get_packed_size(&req);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        die("out of memory");
+    agentmesh__v1__sync_memory_request__pack(&req, buf);
+    grpc_byte_buffer *bb = buffer_of(buf, len);
+    free(buf);
+    *ns_out = ns;
+    return bb;
+}
+
+static void start_call(load *l, int kind)
 {
     call *c = calloc(1, sizeof *c);
     if (!c)
         die("out of memory");
-    grpc_slice method =
-        grpc_slice_from_static_string("/agentmesh.v1.AgentManager/SubmitTask");
+    c->kind = kind;
+    const char *m = kind == SRC_AGENTS ? "/agentmesh.v1.AgentManager/SubmitTask"
+                                       : "/agentmesh.v1.MemorySync/SyncMemory";
+    grpc_slice method = grpc_slice_from_static_string(m);
     c->call = grpc_channel_create_call(
-        l->ch, NULL, GRPC_PROPAGATE_DEFAULTS, l->cq, method, NULL,
+        l->ch[kind], NULL, GRPC_PROPAGATE_DEFAULTS, l->cq, method, NULL,
         gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                      gpr_time_from_seconds(30, GPR_TIMESPAN)),
         NULL);
-    grpc_slice s = grpc_slice_from_copied_buffer((const char *)l->req, l->req_len);
-    c->send = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
+    c->send = kind == SRC_AGENTS ? buffer_of(l->task_req, l->task_req_len)
+                                 : sync_request(l, &c->ns);
+    if (!c->call || !c->send)
+        die("cannot create a call");
     grpc_metadata_array_init(&c->init_md);
     grpc_metadata_array_init(&c->trail_md);
     c->details = grpc_empty_slice();
@@ -235,26 +349,79 @@ static void start_call(load *l)
     l->inflight++;
 }
 
+/* A SubmitTask reply: its task's position. Returns false if unusable. */
+static bool task_reply(load *l, const uint8_t *data, size_t len, double t)
+{
+    source *src = &l->src[SRC_AGENTS];
+    Agentmesh__V1__Task *task = agentmesh__v1__task__unpack(NULL, len, data);
+    bool ok = task && task->position < src->cap;
+    if (ok) {
+        src->acked[task->position] = t;
+        if (task->position > src->max_pos)
+            src->max_pos = task->position;
+        l->events_ok[SRC_AGENTS]++;
+    }
+    if (task)
+        agentmesh__v1__task__free_unpacked(task, NULL);
+    return ok;
+}
+
+/* A SyncMemory reply: every change must have been applied (new keys cannot
+ * conflict); anything else means the load is not what it claims, so the
+ * run stops. Each applied entry carries its event's position. */
+static bool sync_reply(load *l, size_t ns, const uint8_t *data, size_t len,
+                       double t)
+{
+    source *src = &l->src[SRC_MEMORY];
+    Agentmesh__V1__SyncMemoryResponse *rep =
+        agentmesh__v1__sync_memory_response__unpack(NULL, len, data);
+    if (!rep)
+        return false;
+    if (rep->n_applied != batch || rep->n_conflicts) {
+        fprintf(stderr,
+                "query_bench: SyncMemory on %s applied %zu of %zu changes "
+                "(%zu conflicts): the load would not be %zu events per call\n",
+                l->ns_name[ns], rep->n_applied, batch, rep->n_conflicts, batch);
+        agentmesh__v1__sync_memory_response__free_unpacked(rep, NULL);
+        die("SyncMemory did not apply every change");
+    }
+    bool ok = true;
+    for (size_t i = 0; i < rep->n_applied; i++) {
+        uint64_t p = rep->applied[i]->position;
+        if (p == 0 || p >= src->cap) {
+            ok = false;
+            continue;
+        }
+        src->acked[p] = t;
+        if (p > src->max_pos)
+            src->max_pos = p;
+        l->events_ok[SRC_MEMORY]++;
+    }
+    if (rep->cursor && strlen(rep->cursor) < CURSOR_MAX)
+        snprintf(l->cursor[ns], CURSOR_MAX, "%s", rep->cursor);
+    agentmesh__v1__sync_memory_response__free_unpacked(rep, NULL);
+    return ok;
+}
+
 static void finish_call(load *l, call *c, bool success)
 {
     double t = now();
     l->inflight--;
     if (success && c->status == GRPC_STATUS_OK && c->recv) {
         grpc_byte_buffer_reader rd;
-        grpc_byte_buffer_reader_init(&rd, c->recv);
+        if (!grpc_byte_buffer_reader_init(&rd, c->recv))
+            die("cannot read a reply");
         grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
-        Agentmesh__V1__Task *task = agentmesh__v1__task__unpack(
-            NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-        if (task && task->position < l->cap) {
-            l->acked[task->position] = t;
-            if (task->position > l->max_pos)
-                l->max_pos = task->position;
-            l->ok++;
+        const uint8_t *d = GRPC_SLICE_START_PTR(all);
+        size_t n = GRPC_SLICE_LENGTH(all);
+        bool ok = c->kind == SRC_AGENTS ? task_reply(l, d, n, t)
+                                        : sync_reply(l, c->ns, d, n, t);
+        if (ok) {
+            l->cmds_ok[c->kind]++;
+            l->last_reply[c->kind] = t;
         } else {
             l->failed++;
         }
-        if (task)
-            agentmesh__v1__task__free_unpacked(task, NULL);
         grpc_slice_unref(all);
         grpc_byte_buffer_reader_destroy(&rd);
     } else {
@@ -275,21 +442,55 @@ static void finish_call(load *l, call *c, bool success)
     free(c);
 }
 
-/* Sends `rate` commands per second for `secs` seconds (open loop: a late
- * send does not shift the schedule) and waits for every reply. Returns the
- * achieved send rate. */
-static double run_load(load *l, double rate, double secs)
+/* One steady schedule of commands. */
+typedef struct sched {
+    int kind;
+    double rate; /* commands/s */
+    uint64_t total, sent;
+} sched;
+
+typedef struct achieved {
+    double events_s[SRC_N], cmds_s[SRC_N];
+} achieved;
+
+/* Offers `rate` events per second for `secs` seconds (open loop: a late
+ * send does not shift the schedule) as the load mode's commands, and waits
+ * for every reply. Achieved rates are replies over the time from the start
+ * to the last reply: below the offered rate when the path saturates. */
+static achieved run_load(load *l, double rate, double secs)
 {
-    uint64_t total = (uint64_t)(rate * secs), sent = 0;
+    sched sc[SRC_N];
+    size_t n = 0;
+    double share = load_mode == LOAD_MIXED ? rate / 2 : rate;
+    if (load_mode != LOAD_MEMORY)
+        sc[n++] = (sched){SRC_AGENTS, share, 0, 0};
+    if (load_mode != LOAD_AGENTS)
+        sc[n++] = (sched){SRC_MEMORY, share / (double)batch, 0, 0};
+    for (size_t i = 0; i < n; i++)
+        sc[i].total = (uint64_t)(sc[i].rate * secs + 0.5);
+    uint64_t cmds0[SRC_N], events0[SRC_N];
+    memcpy(cmds0, l->cmds_ok, sizeof cmds0);
+    memcpy(events0, l->events_ok, sizeof events0);
     double t0 = now();
-    while (sent < total || l->inflight) {
-        double t = now();
-        while (sent < total && t0 + (double)sent / rate <= t &&
-               l->inflight < INFLIGHT_MAX) {
-            start_call(l);
-            sent++;
+    for (;;) {
+        double t = now(), next = t + 0.01;
+        bool pending = false;
+        for (size_t i = 0; i < n; i++) {
+            sched *s = &sc[i];
+            while (s->sent < s->total && t0 + (double)s->sent / s->rate <= t &&
+                   l->inflight < INFLIGHT_MAX) {
+                start_call(l, s->kind);
+                s->sent++;
+            }
+            if (s->sent < s->total) {
+                pending = true;
+                double due = t0 + (double)s->sent / s->rate;
+                if (due < next)
+                    next = due;
+            }
         }
-        double next = sent < total ? t0 + (double)sent / rate : t + 0.01;
+        if (!pending && !l->inflight)
+            break;
         double wait = next - now();
         if (wait < 0)
             wait = 0;
@@ -302,7 +503,16 @@ static double run_load(load *l, double rate, double secs)
         if (ev.type == GRPC_OP_COMPLETE)
             finish_call(l, ev.tag, ev.success);
     }
-    return (double)total / (now() - t0);
+    achieved a;
+    memset(&a, 0, sizeof a);
+    for (int k = 0; k < SRC_N; k++) {
+        double span = l->last_reply[k] - t0;
+        if (span <= 0)
+            continue;
+        a.cmds_s[k] = (double)(l->cmds_ok[k] - cmds0[k]) / span;
+        a.events_s[k] = (double)(l->events_ok[k] - events0[k]) / span;
+    }
+    return a;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -319,7 +529,43 @@ static double pct(const double *v, size_t n, double q)
     return v[i];
 }
 
-/* ---- Raw LMDB scan of the agents log (the rebuild's peer). ------------- */
+/* Prints one row: the lag of every event of `src` in positions first..last. */
+static void report(const char *label, const char *name, source *src,
+                   uint64_t first, uint64_t last, double ev_s, double cmd_s)
+{
+    size_t span = last >= first ? (size_t)(last - first + 1) : 0, n = 0, na = 0,
+           nq = 0;
+    double *lag = calloc(span + 1, sizeof *lag);
+    double *out = calloc(span + 1, sizeof *out);
+    double *proj = calloc(span + 1, sizeof *proj);
+    if (!lag || !out || !proj)
+        die("out of memory");
+    for (uint64_t p = first; p <= last && span; p++) {
+        if (!src->acked[p] || !src->visible[p])
+            continue;
+        double d = src->visible[p] - src->acked[p];
+        lag[n++] = d > 0 ? d * 1e3 : 0;
+        if (!src->arrived[p])
+            continue;
+        d = src->arrived[p] - src->acked[p];
+        out[na++] = d > 0 ? d * 1e3 : 0;
+        d = src->visible[p] - src->arrived[p];
+        proj[nq++] = d > 0 ? d * 1e3 : 0;
+    }
+    qsort(lag, n, sizeof *lag, cmp_double);
+    qsort(out, na, sizeof *out, cmp_double);
+    qsort(proj, nq, sizeof *proj, cmp_double);
+    printf("%-7s %-6s %7.0f %7.0f %8zu | %6.2f %6.2f %6.2f %7.2f | %8.2f %8.2f "
+           "| %8.2f %8.2f\n",
+           label, name, ev_s, cmd_s, n, pct(lag, n, 0.5), pct(lag, n, 0.9),
+           pct(lag, n, 0.99), n ? lag[n - 1] : 0.0, pct(out, na, 0.5),
+           pct(out, na, 0.99), pct(proj, nq, 0.5), pct(proj, nq, 0.99));
+    free(lag);
+    free(out);
+    free(proj);
+}
+
+/* ---- Raw LMDB scan of a log (the rebuild's peer). ---------------------- */
 
 static double raw_scan(const char *dir, uint64_t *events)
 {
@@ -335,7 +581,7 @@ static double raw_scan(const char *dir, uint64_t *events)
         mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) ||
         mdb_dbi_open(txn, "events", 0, &dbi) ||
         mdb_cursor_open(txn, dbi, &cur))
-        die("cannot open the agents log with LMDB");
+        die("cannot open a source's log with LMDB");
     double t0 = now();
     for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -350,37 +596,82 @@ static double raw_scan(const char *dir, uint64_t *events)
     return t;
 }
 
+static const char usage[] =
+    "usage: query_bench [--seconds S] [--rates R1,R2 (events/s)] "
+    "[--load agents|memory|mixed] [--batch N (1..400)] [--namespaces N "
+    "(1..64)] [--value-size B (1..4096)] [--dir DIR] [--agent-manager BIN] "
+    "[--memory-sync BIN] [--query BIN] [--nats-server BIN]";
+
+static size_t size_arg(const char *s, size_t lo, size_t hi)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || !end || *end || v < lo || v > hi)
+        die(usage);
+    return (size_t)v;
+}
+
+static void parse_args(int argc, char **argv)
+{
+    if (argc % 2 == 0)
+        die(usage);
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--seconds"))
+            seconds = atof(v);
+        else if (!strcmp(a, "--rates"))
+            snprintf(rates_arg, sizeof rates_arg, "%s", v);
+        else if (!strcmp(a, "--dir"))
+            snprintf(base, sizeof base, "%s", v);
+        else if (!strcmp(a, "--load")) {
+            if (!strcmp(v, "agents"))
+                load_mode = LOAD_AGENTS;
+            else if (!strcmp(v, "memory"))
+                load_mode = LOAD_MEMORY;
+            else if (!strcmp(v, "mixed"))
+                load_mode = LOAD_MIXED;
+            else
+                die(usage);
+        } else if (!strcmp(a, "--batch"))
+            batch = size_arg(v, 1, BATCH_MAX);
+        else if (!strcmp(a, "--namespaces"))
+            namespaces = size_arg(v, 1, NAMESPACES_MAX);
+        else if (!strcmp(a, "--value-size"))
+            value_size = size_arg(v, 1, VALUE_MAX);
+        else if (!strcmp(a, "--agent-manager"))
+            am_bin = v;
+        else if (!strcmp(a, "--memory-sync"))
+            ms_bin = v;
+        else if (!strcmp(a, "--query"))
+            query_bin = v;
+        else if (!strcmp(a, "--nats-server"))
+            nats_bin = v;
+        else
+            die(usage);
+    }
+    if (!(seconds > 0))
+        die(usage);
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--seconds"))
-            seconds = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--rates"))
-            snprintf(rates_arg, sizeof rates_arg, "%s", argv[i + 1]);
-        else if (!strcmp(argv[i], "--dir"))
-            snprintf(base, sizeof base, "%s", argv[i + 1]);
-        else if (!strcmp(argv[i], "--agent-manager"))
-            am_bin = argv[i + 1];
-        else if (!strcmp(argv[i], "--query"))
-            query_bin = argv[i + 1];
-        else if (!strcmp(argv[i], "--nats-server"))
-            nats_bin = argv[i + 1];
-        else
-            die("usage: query_bench [--seconds S] [--rates R1,R2] [--dir DIR] "
-                "[--agent-manager BIN] [--query BIN] [--nats-server BIN]");
-    }
-    char cmd[1200], path[1024], am_dir[1024], q_dir[1024], js_dir[1024];
+    parse_args(argc, argv);
+    bool use_am = load_mode != LOAD_MEMORY, use_ms = load_mode != LOAD_AGENTS;
+    char cmd[3300], path[1024], am_dir[1024], ms_dir[1024], q_dir[1024],
+        js_dir[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
     if (system(cmd) != 0)
         die("cannot clear --dir");
     mkdir(base, 0755);
     snprintf(am_dir, sizeof am_dir, "%s/agents", base);
+    snprintf(ms_dir, sizeof ms_dir, "%s/memory", base);
     snprintf(q_dir, sizeof q_dir, "%s/query", base);
     snprintf(js_dir, sizeof js_dir, "%s/js", base);
 
-    /* nats-server, agent-manager (outbox on, no fsync: the lag measured is
-     * the projection's, not the disk's), query. */
-    char port[16], url[64], am_addr[64], arg[6][1100];
+    /* nats-server, the sources (outbox on, no fsync: the lag measured is the
+     * projection's, not the disk's), query. */
+    char port[16], url[64], am_addr[64] = "", ms_addr[64] = "", arg[10][1100];
     snprintf(port, sizeof port, "%d", free_port());
     snprintf(url, sizeof url, "nats://127.0.0.1:%s", port);
     char *nats_argv[] = {(char *)nats_bin, "-a", "127.0.0.1", "-p", port,
@@ -388,131 +679,178 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/nats.log", base);
     pid_t nats = spawn(nats_argv, path);
     usleep(300000);
-    snprintf(arg[0], sizeof arg[0], "--data-dir=%s", am_dir);
-    snprintf(arg[1], sizeof arg[1], "--port-file=%s/am.ports", base);
     snprintf(arg[2], sizeof arg[2], "--nats-url=%s", url);
-    char *am_argv[] = {(char *)am_bin, arg[0], arg[1], arg[2],
-                       "--listen=127.0.0.1:0", "--admin=", "--no-sync",
-                       "--queue-depth=4096", "--log-level=warn", NULL};
-    snprintf(path, sizeof path, "%s/agent-manager.log", base);
-    pid_t am = spawn(am_argv, path);
-    snprintf(path, sizeof path, "%s/am.ports", base);
-    snprintf(am_addr, sizeof am_addr, "127.0.0.1:%d", read_grpc_port(path, am));
+    pid_t am = 0, ms = 0;
+    if (use_am) {
+        snprintf(arg[0], sizeof arg[0], "--data-dir=%s", am_dir);
+        snprintf(arg[1], sizeof arg[1], "--port-file=%s/am.ports", base);
+        char *am_argv[] = {(char *)am_bin, arg[0], arg[1], arg[2],
+                           "--listen=127.0.0.1:0", "--admin=", "--no-sync",
+                           "--queue-depth=4096", "--log-level=warn", NULL};
+        snprintf(path, sizeof path, "%s/agent-manager.log", base);
+        am = spawn(am_argv, path);
+        snprintf(path, sizeof path, "%s/am.ports", base);
+        snprintf(am_addr, sizeof am_addr, "127.0.0.1:%d", read_grpc_port(path, am));
+    }
+    if (use_ms) {
+        snprintf(arg[6], sizeof arg[6], "--data-dir=%s", ms_dir);
+        snprintf(arg[7], sizeof arg[7], "--port-file=%s/ms.ports", base);
+        char *ms_argv[] = {(char *)ms_bin, arg[6], arg[7], arg[2],
+                           "--listen=127.0.0.1:0", "--admin=", "--no-sync",
+                           "--queue-depth=4096", "--log-level=warn", NULL};
+        snprintf(path, sizeof path, "%s/memory-sync.log", base);
+        ms = spawn(ms_argv, path);
+        snprintf(path, sizeof path, "%s/ms.ports", base);
+        snprintf(ms_addr, sizeof ms_addr, "127.0.0.1:%d", read_grpc_port(path, ms));
+    }
     snprintf(arg[3], sizeof arg[3], "--data-dir=%s", q_dir);
     snprintf(arg[4], sizeof arg[4], "--port-file=%s/q.ports", base);
     snprintf(arg[5], sizeof arg[5], "--agents-addr=%s", am_addr);
+    snprintf(arg[8], sizeof arg[8], "--memory-addr=%s", ms_addr);
     char *q_argv[] = {(char *)query_bin, arg[3], arg[4], arg[5], arg[2],
-                      "--memory-addr=", "--listen=127.0.0.1:0", "--admin=",
+                      arg[8], "--listen=127.0.0.1:0", "--admin=",
                       "--log-level=warn", NULL};
     snprintf(path, sizeof path, "%s/query.log", base);
     pid_t q = spawn(q_argv, path);
     snprintf(path, sizeof path, "%s/q.ports", base);
     read_grpc_port(path, q);
+    fprintf(stderr, "query_bench: pids: nats-server %d, agent-manager %d, "
+                    "memory-sync %d, query %d, bench %d\n",
+            (int)nats, (int)am, (int)ms, (int)q, (int)getpid());
 
     grpc_init();
+    source src[SRC_N];
+    memset(src, 0, sizeof src);
+    src[SRC_AGENTS].name = "agents";
+    src[SRC_AGENTS].on = use_am;
+    src[SRC_MEMORY].name = "memory";
+    src[SRC_MEMORY].on = use_ms;
+    double total_events = 0;
+    for (const char *r = rates_arg; r && *r; r = strchr(r, ',') ? strchr(r, ',') + 1 : NULL)
+        total_events += atof(r) * seconds;
+    for (int s = 0; s < SRC_N; s++) {
+        if (!src[s].on)
+            continue;
+        src[s].cap = (size_t)total_events + 100000;
+        src[s].acked = calloc(src[s].cap, sizeof *src[s].acked);
+        src[s].arrived = calloc(src[s].cap, sizeof *src[s].arrived);
+        src[s].visible = calloc(src[s].cap, sizeof *src[s].visible);
+        if (!src[s].acked || !src[s].arrived || !src[s].visible)
+            die("out of memory");
+    }
     load l;
     memset(&l, 0, sizeof l);
-    double total_secs = 0;
-    for (const char *r = rates_arg; r && *r; r = strchr(r, ',') ? strchr(r, ',') + 1 : NULL)
-        total_secs += atof(r) * seconds;
-    l.cap = (size_t)total_secs + 100000;
-    l.acked = calloc(l.cap, sizeof *l.acked);
+    l.src = src;
     watch w;
     memset(&w, 0, sizeof w);
-    w.cap = l.cap;
-    w.visible = calloc(w.cap, sizeof *w.visible);
-    w.arrived = calloc(w.cap, sizeof *w.arrived);
-    if (!l.acked || !w.visible || !w.arrived)
-        die("out of memory");
+    w.src = src;
     es_options eo;
     es_options_init(&eo);
     eo.flags |= ES_OPT_RDONLY;
     if (es_open(q_dir, &eo, &w.store) != ES_OK)
         die("cannot open the query env read-only");
     pthread_t wt;
-    pthread_create(&wt, NULL, watch_main, &w);
+    if (pthread_create(&wt, NULL, watch_main, &w))
+        die("cannot start the watch thread");
     natsConnection *nc = NULL;
-    natsSubscription *ns = NULL;
-    if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
-        natsConnection_Subscribe(&ns, nc, "agentmesh.events.agents.>", on_msg,
-                                 &w) != NATS_OK ||
-        natsSubscription_SetPendingLimits(ns, 10000000, 1 << 30) != NATS_OK)
-        die("cannot subscribe to NATS");
+    natsSubscription *ns[SRC_N] = {NULL, NULL};
+    if (natsConnection_ConnectTo(&nc, url) != NATS_OK)
+        die("cannot connect to NATS");
+    for (int s = 0; s < SRC_N; s++) {
+        char subject[64];
+        if (!src[s].on)
+            continue;
+        snprintf(subject, sizeof subject, "agentmesh.events.%s.>", src[s].name);
+        if (natsConnection_Subscribe(&ns[s], nc, subject, on_msg, &src[s]) != NATS_OK ||
+            natsSubscription_SetPendingLimits(ns[s], 10000000, 1 << 30) != NATS_OK)
+            die("cannot subscribe to NATS");
+    }
 
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    l.ch = grpc_channel_create(am_addr, creds, NULL);
-    grpc_channel_credentials_release(creds);
     l.cq = grpc_completion_queue_create_for_next(NULL);
-    Agentmesh__V1__SubmitTaskRequest req = AGENTMESH__V1__SUBMIT_TASK_REQUEST__INIT;
-    char *caps[] = {"bench-none"};
-    req.required_capabilities = caps;
-    req.n_required_capabilities = 1;
-    req.input = "{\"bench\":true}";
-    l.req_len = agentmesh__v1__submit_task_request__get_packed_size(&req);
-    l.req = malloc(l.req_len);
-    agentmesh__v1__submit_task_request__pack(&req, l.req);
+    if (use_am) {
+        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+        l.ch[SRC_AGENTS] = grpc_channel_create(am_addr, creds, NULL);
+        grpc_channel_credentials_release(creds);
+        Agentmesh__V1__SubmitTaskRequest req = AGENTMESH__V1__SUBMIT_TASK_REQUEST__INIT;
+        char *caps[] = {"bench-none"};
+        req.required_capabilities = caps;
+        req.n_required_capabilities = 1;
+        req.input = "{\"bench\":true}";
+        l.task_req_len = agentmesh__v1__submit_task_request__get_packed_size(&req);
+        l.task_req = malloc(l.task_req_len);
+        if (!l.task_req)
+            die("out of memory");
+        agentmesh__v1__submit_task_request__pack(&req, l.task_req);
+    }
+    if (use_ms) {
+        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+        l.ch[SRC_MEMORY] = grpc_channel_create(ms_addr, creds, NULL);
+        grpc_channel_credentials_release(creds);
+        l.changes = calloc(batch, sizeof *l.changes);
+        l.change_ptrs = calloc(batch, sizeof *l.change_ptrs);
+        l.keys = calloc(batch, sizeof *l.keys);
+        if (!l.changes || !l.change_ptrs || !l.keys)
+            die("out of memory");
+        memset(l.value, 'v', sizeof l.value);
+        for (size_t i = 0; i < namespaces; i++)
+            snprintf(l.ns_name[i], sizeof l.ns_name[i], "qbench-%zu", i);
+    }
 
-    /* Warm-up: connections, the JetStream stream, the first pages. */
+    /* Warm-up: connections, the JetStream stream, namespaces, first pages. */
     run_load(&l, 500, 1.0);
 
-    printf("query benchmark: SubmitTask (1 event each) at a steady rate for "
-           "%.1f s per rate; lag = command acknowledged -> query checkpoint "
-           "covers its position (polled every %d us)\n\n",
-           seconds, POLL_US);
-    printf("%-7s %7s %8s | %-29s | %-17s | %-17s\n", "", "", "",
-           "ack -> visible (ms)", "ack -> on NATS", "on NATS -> visible");
-    printf("%-7s %7s %8s | %6s %6s %6s %7s | %8s %8s | %8s %8s\n", "rate",
-           "sent/s", "commands", "p50", "p90", "p99", "max", "p50", "p99",
-           "p50", "p99");
+    static const char *const load_text[] = {
+        "SubmitTask commands (1 event each)",
+        "SyncMemory calls (--batch changes each, one append)",
+        "SubmitTask commands and SyncMemory calls (half of the events each)"};
+    printf("query benchmark: %s at a steady rate of events for %.1f s per rate",
+           load_text[load_mode], seconds);
+    if (use_ms)
+        printf("; batch %zu, %zu namespaces, values of %zu B", batch,
+               namespaces, value_size);
+    printf("\nlag = command acknowledged -> query checkpoint covers the event's "
+           "position (polled every %d us); ev/s, cmd/s = achieved (replies)\n\n",
+           POLL_US);
+    printf("%-7s %-6s %7s %7s %8s | %-29s | %-17s | %-17s\n", "", "", "", "",
+           "", "ack -> visible (ms)", "ack -> on NATS", "on NATS -> visible");
+    printf("%-7s %-6s %7s %7s %8s | %6s %6s %6s %7s | %8s %8s | %8s %8s\n",
+           "rate", "source", "ev/s", "cmd/s", "events", "p50", "p90", "p99",
+           "max", "p50", "p99", "p50", "p99");
+    fflush(stdout);
     for (const char *r = rates_arg; r && *r;
          r = strchr(r, ',') ? strchr(r, ',') + 1 : NULL) {
         double rate = atof(r);
-        uint64_t first = l.max_pos + 1;
-        uint64_t ok0 = l.ok;
-        double achieved = run_load(&l, rate, seconds);
-        uint64_t last = l.max_pos;
+        uint64_t first[SRC_N];
+        for (int s = 0; s < SRC_N; s++)
+            first[s] = src[s].max_pos + 1;
+        achieved a = run_load(&l, rate, seconds);
         double deadline = now() + 60;
-        while (atomic_load(&w.seen) < last && now() < deadline)
-            usleep(1000);
-        size_t n = 0, na = 0, nq = 0;
-        size_t span = last - first + 1;
-        double *lag = calloc(span, sizeof *lag);
-        double *out = calloc(span, sizeof *out);
-        double *proj = calloc(span, sizeof *proj);
-        for (uint64_t p = first; p <= last; p++) {
-            if (!l.acked[p] || !w.visible[p])
-                continue;
-            double d = w.visible[p] - l.acked[p];
-            lag[n++] = d > 0 ? d * 1e3 : 0;
-            if (!w.arrived[p])
-                continue;
-            d = w.arrived[p] - l.acked[p];
-            out[na++] = d > 0 ? d * 1e3 : 0;
-            d = w.visible[p] - w.arrived[p];
-            proj[nq++] = d > 0 ? d * 1e3 : 0;
-        }
-        qsort(lag, n, sizeof *lag, cmp_double);
-        qsort(out, na, sizeof *out, cmp_double);
-        qsort(proj, nq, sizeof *proj, cmp_double);
-        printf("%-7.0f %7.0f %8llu | %6.2f %6.2f %6.2f %7.2f | %8.2f %8.2f | "
-               "%8.2f %8.2f\n",
-               rate, achieved, (unsigned long long)(l.ok - ok0),
-               pct(lag, n, 0.5), pct(lag, n, 0.9), pct(lag, n, 0.99),
-               n ? lag[n - 1] : 0.0, pct(out, na, 0.5), pct(out, na, 0.99),
-               pct(proj, nq, 0.5), pct(proj, nq, 0.99));
-        free(lag);
-        free(out);
-        free(proj);
+        for (int s = 0; s < SRC_N; s++)
+            while (src[s].on && atomic_load(&src[s].seen) < src[s].max_pos &&
+                   now() < deadline)
+                usleep(1000);
+        char label[32];
+        snprintf(label, sizeof label, "%.0f", rate);
+        for (int s = 0; s < SRC_N; s++)
+            if (src[s].on)
+                report(label, src[s].name, &src[s], first[s], src[s].max_pos,
+                       a.events_s[s], a.cmds_s[s]);
+        fflush(stdout);
     }
     if (l.failed)
         printf("(%llu commands failed)\n", (unsigned long long)l.failed);
-    natsSubscription_Unsubscribe(ns);
-    natsSubscription_Destroy(ns);
+    for (int s = 0; s < SRC_N; s++)
+        if (ns[s]) {
+            natsSubscription_Unsubscribe(ns[s]);
+            natsSubscription_Destroy(ns[s]);
+        }
     natsConnection_Destroy(nc);
     atomic_store(&w.stop, true);
     pthread_join(wt, NULL);
     es_close(w.store);
-    grpc_channel_destroy(l.ch);
+    for (int s = 0; s < SRC_N; s++)
+        if (l.ch[s])
+            grpc_channel_destroy(l.ch[s]);
     grpc_completion_queue_shutdown(l.cq);
     while (grpc_completion_queue_next(l.cq, gpr_inf_future(GPR_CLOCK_REALTIME),
                                       NULL).type != GRPC_QUEUE_SHUTDOWN)
@@ -520,14 +858,22 @@ int main(int argc, char **argv)
     grpc_completion_queue_destroy(l.cq);
     grpc_shutdown();
 
-    /* Rebuild over the whole agents log, next to a raw LMDB scan of it. */
+    /* Rebuild over the whole of each log, next to a raw LMDB scan of it. */
     stop(q);
-    uint64_t raw_events = 0;
-    double raw_t = raw_scan(am_dir, &raw_events);
+    uint64_t raw_events = 0, n_raw = 0;
+    double raw_t = 0;
+    if (use_am) {
+        raw_t += raw_scan(am_dir, &n_raw);
+        raw_events += n_raw;
+    }
+    if (use_ms) {
+        raw_t += raw_scan(ms_dir, &n_raw);
+        raw_events += n_raw;
+    }
     snprintf(cmd, sizeof cmd,
-             "'%s' --rebuild --data-dir='%s' --agents-addr=%s --memory-addr= "
+             "'%s' --rebuild --data-dir='%s' --agents-addr=%s --memory-addr=%s "
              "2>&1 | tail -1",
-             query_bin, q_dir, am_addr);
+             query_bin, q_dir, am_addr, ms_addr);
     double t0 = now();
     FILE *p = popen(cmd, "r");
     char line[512] = "";
@@ -543,7 +889,10 @@ int main(int argc, char **argv)
     const char *rs = strrchr(line, ',');
     if (rs)
         rate = atof(rs + 1);
-    printf("\nrebuild of the agents log (%llu events):\n", done);
+    const char *logs = use_am && use_ms ? "agents and memory logs"
+                       : use_am         ? "agents log"
+                                        : "memory log";
+    printf("\nrebuild of the %s (%llu events):\n", logs, done);
     printf("  query --rebuild (ReadAll pages of 1000 over gRPC, apply)  "
            "%10.0f events/s (process %.2f s)\n",
            rate, rebuild_t);
@@ -554,7 +903,17 @@ int main(int argc, char **argv)
     printf("  rebuild / raw scan                                      "
            "%10.4f\n",
            raw_t > 0 ? rate / ((double)raw_events / raw_t) : 0);
+    stop(ms);
     stop(am);
     stop(nats);
+    free(l.task_req);
+    free(l.changes);
+    free(l.change_ptrs);
+    free(l.keys);
+    for (int s = 0; s < SRC_N; s++) {
+        free(src[s].acked);
+        free(src[s].arrived);
+        free(src[s].visible);
+    }
     return 0;
 }
