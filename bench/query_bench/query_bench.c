@@ -10,14 +10,18 @@
  * The lag of an event is the time from its command's reply (which carries
  * its position) to the moment the query env's checkpoint of its source
  * (`agents`, `memory`) covers that position, read from the env, read-only,
- * every 50 us; the bench's own NATS subscriber tells when each event was on
- * the bus, splitting that lag into the outbox's part and the query
- * service's part. Then it stops query, runs `query --rebuild` over the
- * logs, and scans the same logs with raw LMDB cursors.
+ * every 50 us (--poll-us); the bench's own NATS subscriber tells when each
+ * event was on the bus, splitting that lag into the outbox's part and the
+ * query service's part. After each rate it reads the servers' /metrics:
+ * events published by the outbox, and how many the query service applied
+ * from NATS and how many by catch-up (EventStore.ReadAll calls). Then it
+ * stops query, runs `query --rebuild` over the logs, and scans the same
+ * logs with raw LMDB cursors.
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
  * Usage: query_bench [--seconds S] [--rates R1,R2,...] (events/s)
  *                    [--load agents|memory|mixed] [--batch N]
- *                    [--namespaces N] [--value-size B] [--dir DIR]
+ *                    [--namespaces N] [--value-size B] [--poll-us U]
+ *                    [--jetstream 0|1] [--dir DIR]
  *                    [--agent-manager BIN] [--memory-sync BIN] [--query BIN]
  *                    [--nats-server BIN] */
 #include <errno.h>
@@ -50,7 +54,6 @@
 #include "eventstore/eventstore.h"
 
 #define INFLIGHT_MAX 512
-#define POLL_US 50
 #define BATCH_MAX 400      /* memory-sync's limit of changes per SyncMemory */
 #define NAMESPACES_MAX 64
 #define VALUE_MAX 4096
@@ -67,6 +70,8 @@ static int load_mode = LOAD_AGENTS;
 static size_t batch = 20;
 static size_t namespaces = 4;
 static size_t value_size = 64;
+static size_t poll_us = 50;
+static bool jetstream = true;
 static const char *am_bin = "services/agent_manager/agent-manager";
 static const char *ms_bin = "services/memory_sync/memory-sync";
 static const char *query_bin = "services/query/query";
@@ -152,6 +157,114 @@ static int read_grpc_port(const char *path, pid_t pid)
     return 0;
 }
 
+/* The admin port from a port file's "admin=<port>" line (0 if none). */
+static int read_admin_port(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int grpc = 0, admin = 0;
+    if (f) {
+        if (fscanf(f, "grpc=%d admin=%d", &grpc, &admin) != 2)
+            admin = 0;
+        fclose(f);
+    }
+    return admin;
+}
+
+#define METRICS_MAX (4u << 20)
+
+/* GET /metrics from 127.0.0.1:port into buf (at most cap - 1 bytes, NUL
+ * terminated). Returns false when nothing could be read. */
+static bool fetch_metrics(int port, char *buf, size_t cap)
+{
+    struct sockaddr_in a;
+    size_t n = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    buf[0] = '\0';
+    if (fd < 0 || port <= 0)
+        goto out;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) ||
+        write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
+        goto out;
+    for (;;) {
+        ssize_t k = read(fd, buf + n, cap - 1 - n);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        if (n == cap - 1)
+            break;
+    }
+    buf[n] = '\0';
+out:
+    if (fd >= 0)
+        close(fd);
+    return n > 0;
+}
+
+/* Sums the samples of metric `name` whose labels contain `label` and
+ * `label2` (NULL: any). Histograms' _bucket/_sum/_count lines have other
+ * names. */
+static double metric_sum(const char *text, const char *name, const char *label,
+                         const char *label2)
+{
+    double sum = 0;
+    size_t len = strlen(name);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *end = strchr(l, '\n');
+        size_t ll = end ? (size_t)(end - l) : strlen(l);
+        char line[1024];
+        if (*l == '#' || ll >= sizeof line || strncmp(l, name, len) ||
+            (l[len] != '{' && l[len] != ' '))
+            continue;
+        memcpy(line, l, ll);
+        line[ll] = '\0';
+        char *sp = strrchr(line, ' ');
+        if (!sp)
+            continue;
+        *sp = '\0';
+        if ((label && !strstr(line, label)) || (label2 && !strstr(line, label2)))
+            continue;
+        sum += atof(sp + 1);
+    }
+    return sum;
+}
+
+/* The counters that tell which path brought the events: the query
+ * service's applied events by path, gaps and duplicates; the source's
+ * EventStore.ReadAll calls (the query service's catch-up). */
+typedef struct paths {
+    double nats, catchup, gaps, dups, readall, published;
+} paths;
+
+static paths read_paths(int q_admin, int src_admin, const char *source,
+                        char *buf)
+{
+    paths p;
+    char sl[48];
+    snprintf(sl, sizeof sl, "source=\"%s\"", source);
+    memset(&p, 0, sizeof p);
+    if (fetch_metrics(q_admin, buf, METRICS_MAX)) {
+        p.nats = metric_sum(buf, "agentmesh_query_events_applied_total", sl,
+                            "path=\"nats\"");
+        p.catchup = metric_sum(buf, "agentmesh_query_events_applied_total", sl,
+                               "path=\"catchup\"");
+        p.gaps = metric_sum(buf, "agentmesh_query_gaps_total", sl, NULL);
+        p.dups = metric_sum(buf, "agentmesh_query_duplicates_dropped_total", sl,
+                            NULL);
+    }
+    if (fetch_metrics(src_admin, buf, METRICS_MAX)) {
+        p.readall = metric_sum(buf, "agentmesh_rpc_requests_total",
+                               "EventStore/ReadAll", NULL);
+        p.published = metric_sum(buf, "agentmesh_outbox_published_total", NULL,
+                                 NULL);
+    }
+    return p;
+}
+
 static int stop(pid_t pid)
 {
     int st = 0;
@@ -209,7 +322,7 @@ static void *watch_main(void *arg)
             seen[s] = cp[s];
             atomic_store(&src->seen, seen[s]);
         }
-        usleep(POLL_US);
+        usleep((useconds_t)poll_us);
     }
     return NULL;
 }
@@ -599,7 +712,8 @@ static double raw_scan(const char *dir, uint64_t *events)
 static const char usage[] =
     "usage: query_bench [--seconds S] [--rates R1,R2 (events/s)] "
     "[--load agents|memory|mixed] [--batch N (1..400)] [--namespaces N "
-    "(1..64)] [--value-size B (1..4096)] [--dir DIR] [--agent-manager BIN] "
+    "(1..64)] [--value-size B (1..4096)] [--poll-us U (1..100000)] "
+    "[--jetstream 0|1 (memory-sync's outbox)] [--dir DIR] [--agent-manager BIN] "
     "[--memory-sync BIN] [--query BIN] [--nats-server BIN]";
 
 static size_t size_arg(const char *s, size_t lo, size_t hi)
@@ -639,6 +753,10 @@ static void parse_args(int argc, char **argv)
             namespaces = size_arg(v, 1, NAMESPACES_MAX);
         else if (!strcmp(a, "--value-size"))
             value_size = size_arg(v, 1, VALUE_MAX);
+        else if (!strcmp(a, "--poll-us"))
+            poll_us = size_arg(v, 1, 100000);
+        else if (!strcmp(a, "--jetstream"))
+            jetstream = size_arg(v, 0, 1) == 1;
         else if (!strcmp(a, "--agent-manager"))
             am_bin = v;
         else if (!strcmp(a, "--memory-sync"))
@@ -680,40 +798,46 @@ int main(int argc, char **argv)
     pid_t nats = spawn(nats_argv, path);
     usleep(300000);
     snprintf(arg[2], sizeof arg[2], "--nats-url=%s", url);
+    snprintf(arg[9], sizeof arg[9], "--jetstream=%s", jetstream ? "true" : "false");
     pid_t am = 0, ms = 0;
+    int src_admin[SRC_N] = {0, 0};
     if (use_am) {
         snprintf(arg[0], sizeof arg[0], "--data-dir=%s", am_dir);
         snprintf(arg[1], sizeof arg[1], "--port-file=%s/am.ports", base);
         char *am_argv[] = {(char *)am_bin, arg[0], arg[1], arg[2],
-                           "--listen=127.0.0.1:0", "--admin=", "--no-sync",
+                           "--listen=127.0.0.1:0", "--admin=127.0.0.1:0", "--no-sync",
                            "--queue-depth=4096", "--log-level=warn", NULL};
         snprintf(path, sizeof path, "%s/agent-manager.log", base);
         am = spawn(am_argv, path);
         snprintf(path, sizeof path, "%s/am.ports", base);
         snprintf(am_addr, sizeof am_addr, "127.0.0.1:%d", read_grpc_port(path, am));
+        src_admin[SRC_AGENTS] = read_admin_port(path);
     }
     if (use_ms) {
         snprintf(arg[6], sizeof arg[6], "--data-dir=%s", ms_dir);
         snprintf(arg[7], sizeof arg[7], "--port-file=%s/ms.ports", base);
         char *ms_argv[] = {(char *)ms_bin, arg[6], arg[7], arg[2],
-                           "--listen=127.0.0.1:0", "--admin=", "--no-sync",
-                           "--queue-depth=4096", "--log-level=warn", NULL};
+                           "--listen=127.0.0.1:0", "--admin=127.0.0.1:0", "--no-sync",
+                           "--queue-depth=4096", "--log-level=warn", arg[9],
+                           NULL};
         snprintf(path, sizeof path, "%s/memory-sync.log", base);
         ms = spawn(ms_argv, path);
         snprintf(path, sizeof path, "%s/ms.ports", base);
         snprintf(ms_addr, sizeof ms_addr, "127.0.0.1:%d", read_grpc_port(path, ms));
+        src_admin[SRC_MEMORY] = read_admin_port(path);
     }
     snprintf(arg[3], sizeof arg[3], "--data-dir=%s", q_dir);
     snprintf(arg[4], sizeof arg[4], "--port-file=%s/q.ports", base);
     snprintf(arg[5], sizeof arg[5], "--agents-addr=%s", am_addr);
     snprintf(arg[8], sizeof arg[8], "--memory-addr=%s", ms_addr);
     char *q_argv[] = {(char *)query_bin, arg[3], arg[4], arg[5], arg[2],
-                      arg[8], "--listen=127.0.0.1:0", "--admin=",
+                      arg[8], "--listen=127.0.0.1:0", "--admin=127.0.0.1:0",
                       "--log-level=warn", NULL};
     snprintf(path, sizeof path, "%s/query.log", base);
     pid_t q = spawn(q_argv, path);
     snprintf(path, sizeof path, "%s/q.ports", base);
     read_grpc_port(path, q);
+    int q_admin = read_admin_port(path);
     fprintf(stderr, "query_bench: pids: nats-server %d, agent-manager %d, "
                     "memory-sync %d, query %d, bench %d\n",
             (int)nats, (int)am, (int)ms, (int)q, (int)getpid());
@@ -798,6 +922,13 @@ int main(int argc, char **argv)
 
     /* Warm-up: connections, the JetStream stream, namespaces, first pages. */
     run_load(&l, 500, 1.0);
+    char *mbuf = malloc(METRICS_MAX);
+    if (!mbuf)
+        die("out of memory");
+    paths before[SRC_N];
+    for (int s = 0; s < SRC_N; s++)
+        if (src[s].on)
+            before[s] = read_paths(q_admin, src_admin[s], src[s].name, mbuf);
 
     static const char *const load_text[] = {
         "SubmitTask commands (1 event each)",
@@ -810,7 +941,7 @@ int main(int argc, char **argv)
                namespaces, value_size);
     printf("\nlag = command acknowledged -> query checkpoint covers the event's "
            "position (polled every %d us); ev/s, cmd/s = achieved (replies)\n\n",
-           POLL_US);
+           (int)poll_us);
     printf("%-7s %-6s %7s %7s %8s | %-29s | %-17s | %-17s\n", "", "", "", "",
            "", "ack -> visible (ms)", "ack -> on NATS", "on NATS -> visible");
     printf("%-7s %-6s %7s %7s %8s | %6s %6s %6s %7s | %8s %8s | %8s %8s\n",
@@ -835,6 +966,20 @@ int main(int argc, char **argv)
             if (src[s].on)
                 report(label, src[s].name, &src[s], first[s], src[s].max_pos,
                        a.events_s[s], a.cmds_s[s]);
+        for (int s = 0; s < SRC_N; s++) {
+            if (!src[s].on)
+                continue;
+            paths now_p = read_paths(q_admin, src_admin[s], src[s].name, mbuf);
+            printf("        %-6s paths: outbox published %.0f; query applied "
+                   "%.0f from NATS, %.0f by catch-up (%.0f ReadAll calls to "
+                   "the source); %.0f gaps, %.0f duplicates dropped\n",
+                   src[s].name, now_p.published - before[s].published,
+                   now_p.nats - before[s].nats,
+                   now_p.catchup - before[s].catchup,
+                   now_p.readall - before[s].readall, now_p.gaps - before[s].gaps,
+                   now_p.dups - before[s].dups);
+            before[s] = now_p;
+        }
         fflush(stdout);
     }
     if (l.failed)
@@ -906,6 +1051,7 @@ int main(int argc, char **argv)
     stop(ms);
     stop(am);
     stop(nats);
+    free(mbuf);
     free(l.task_req);
     free(l.changes);
     free(l.change_ptrs);
