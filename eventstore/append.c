@@ -32,6 +32,7 @@ typedef struct es__req {
     es_append_result res;
     int status;
     bool done;
+    bool dropped;  /* writemap: failed in an aborted attempt, left out */
     pthread_cond_t cv;
 } es__req;
 
@@ -43,6 +44,7 @@ typedef struct batch {
     uint8_t hash[ES_HASH_SIZE];   /* its hash */
     int64_t now;
     int fatal;                    /* a status that ends the whole txn */
+    bool redo;                    /* writemap: a request failed, run again */
 } batch;
 
 static bool type_valid(const char *t)
@@ -346,7 +348,7 @@ static int apply(batch *b, es__req *r)
     int rc = ES_OK;
 
     memset(&r->res, 0, sizeof r->res);
-    if (r->fn) {
+    if (r->fn && !b->s->writemap) {
         /* The callback may fail after writing: a nested txn undoes it. */
         if ((rc = mdb_txn_begin(b->s->env, b->txn, 0, &child)))
             return put_failed(b, rc);
@@ -359,17 +361,26 @@ static int apply(batch *b, es__req *r)
             goto out;
     }
     if (r->fn) {
-        es_txn t = {b->s, txn, true, false, false};
+        es_txn t;
+        memset(&t, 0, sizeof t);
+        t.store = b->s;
+        t.txn = txn;
+        t.write = true;
         rc = r->fn(&t, r->events ? &r->res : NULL, r->arg);
+        es__txn_close_cursors(&t);
         if (t.map_full)
             b->fatal = ES_MAP_FULL;
-        if (rc || b->fatal)
+        if (rc || b->fatal || !child)
             goto out;
         child = NULL;
         if ((rc = mdb_txn_commit(txn)))
             rc = put_failed(b, rc);
     }
 out:
+    /* Without nested txns a failed request may have written part of itself:
+     * only aborting the whole group undoes that. */
+    if (rc && !b->fatal && b->s->writemap)
+        b->redo = true;
     if (child) {
         mdb_txn_abort(child);
         b->pos = save_pos;
@@ -413,9 +424,22 @@ static void run_batch(es_store *s, es__req *list)
             return;
         }
         for (es__req *r = list; r; r = r->next)
-            r->status = NOT_APPLIED;
-        for (es__req *r = list; r && !b.fatal; r = r->next)
+            if (!r->dropped)
+                r->status = NOT_APPLIED;
+        for (es__req *r = list; r && !b.fatal; r = r->next) {
+            if (r->dropped)
+                continue;
             r->status = apply(&b, r);
+            if (b.redo) {
+                /* It keeps its answer; the others run again without it. */
+                r->dropped = true;
+                break;
+            }
+        }
+        if (b.redo && !b.fatal) {
+            mdb_txn_abort(b.txn);
+            continue;
+        }
         if (!b.fatal && b.pos != s->last_pos)
             put_head(&b);
         int64_t t0 = mono_ns();

@@ -109,7 +109,21 @@ enum {
      * ES_READONLY. Works while another process has the store open for
      * writing (tools: dump, verify, stats, backup). */
     ES_OPT_RDONLY = 1u << 1,
+    /* Write through a writable memory map (MDB_WRITEMAP): a commit does not
+     * copy its dirty pages and a write does not search them. LMDB cannot
+     * nest transactions on such a map, so an es_write callback runs in the
+     * group commit's transaction itself: a request that fails after it may
+     * have written makes the writer abort the group and run the others
+     * again without it (callbacks must already tolerate a re-run; see
+     * es_write). The data file is as large as the map from the start
+     * (sparse). RISK: a stray write through a pointer into the map
+     * corrupts the store, so only for derived data that can be rebuilt
+     * (read models), never for a log. */
+    ES_OPT_WRITEMAP = 1u << 2,
 };
+
+/* Most namespaces es_options.kv_dbs may list. */
+#define ES_KV_DBS_MAX 32
 
 /* Plain data. Fill with es_options_init, then change what you need. */
 typedef struct es_options {
@@ -131,6 +145,16 @@ typedef struct es_options {
                                     Borrowed during es_open (copied). A new
                                     store given a key is keyed for good. */
     size_t chain_key_len;
+    /* Caller-key namespaces kept each in an LMDB database of its own
+     * ("kv:<ns>") instead of the shared one: keys are stored without the
+     * namespace, and a put whose key sorts after every key of its namespace
+     * is appended (MDB_APPEND: no search, pages filled rather than split in
+     * half), which is what a log-ordered index or a bulk load writes.
+     * NULL-terminated, at most ES_KV_DBS_MAX names, copied by es_open. A
+     * store must be opened with the same list each time: keys written
+     * under a namespace while it was not listed are not seen while it is,
+     * and the other way round. NULL: every namespace shares one database. */
+    const char *const *kv_dbs;
 } es_options;
 
 /* Fill *opts with the defaults. Thread-safe. */

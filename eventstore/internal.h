@@ -31,6 +31,16 @@ typedef struct es__dbs {
     MDB_dbi meta;         /* "head" -> position + hash; "key_check" -> mac */
 } es__dbs;
 
+/* Namespaces with a database of their own (es_options.kv_dbs). */
+typedef struct es__kv_dbs {
+    unsigned n;
+    const char *given[ES_KV_DBS_MAX]; /* the caller's pointers, for a fast
+                                         identity check before strcmp */
+    char *name[ES_KV_DBS_MAX];        /* owned copies */
+    MDB_dbi dbi[ES_KV_DBS_MAX];
+    bool present[ES_KV_DBS_MAX];      /* false: read-only store without it */
+} es__kv_dbs;
+
 #define ES__HEAD_KEY "head"
 #define ES__KEYCHECK_KEY "key_check"
 #define ES__HEAD_SIZE (8 + ES_HASH_SIZE)
@@ -67,6 +77,8 @@ typedef struct es__waitq es__waitq;
 struct es_store {
     MDB_env *env;
     es__dbs dbs;
+    es__kv_dbs kv;
+    bool writemap;               /* ES_OPT_WRITEMAP: no nested txns */
     es_options opts;
     uint8_t *chain_key;          /* owned copy */
     bool rdonly;
@@ -111,7 +123,13 @@ struct es_txn {
     bool write;
     bool owns_lock;              /* read txn holding map_lock shared */
     bool map_full;               /* a write through it hit MDB_MAP_FULL */
+    /* Write txns: one cursor per kv_dbs database, opened by the first put
+     * into it and closed by es__txn_close_cursors. */
+    MDB_cursor *kv_cur[ES_KV_DBS_MAX];
 };
+
+/* Close the cursors a write txn's puts opened (before it commits). */
+void es__txn_close_cursors(es_txn *t);
 
 /* Begin/end a raw read txn under the map lock (used by reads, verify, subs). */
 int es__read_begin(es_store *s, MDB_txn **out);

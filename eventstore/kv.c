@@ -6,17 +6,44 @@
 
 #include "eventstore/internal.h"
 
-/* Namespace, NUL, key: namespaces cannot contain NUL, so no two collide. */
-static int user_key(const char *ns, const void *key, size_t key_len,
-                    uint8_t *buf, MDB_val *k)
+/* The namespace's own database (es_options.kv_dbs), or -1 when it shares
+ * the common one. Callers usually pass the same static strings they listed,
+ * so a pointer comparison finds most before any strcmp. */
+static int own_db(const es_store *s, const char *ns)
+{
+    for (unsigned i = 0; i < s->kv.n; i++)
+        if (s->kv.given[i] == ns)
+            return (int)i;
+    for (unsigned i = 0; i < s->kv.n; i++)
+        if (!strcmp(s->kv.name[i], ns))
+            return (int)i;
+    return -1;
+}
+
+/* Where a key lives: its database and the LMDB key (namespace, NUL, key in
+ * the shared database; the key alone in a namespace's own). *own is the
+ * kv_dbs index or -1; ES_NOT_FOUND for an own database a read-only store
+ * does not have. */
+static int locate(const es_store *s, const char *ns, const void *key,
+                  size_t key_len, uint8_t *buf, MDB_dbi *dbi, MDB_val *k,
+                  int *own)
 {
     size_t n = ns ? strnlen(ns, ES_NS_MAX + 1) : 0;
     if (n == 0 || n > ES_NS_MAX || (!key && key_len) || key_len > ES_KEY_MAX)
         return ES_INVALID;
+    if ((*own = own_db(s, ns)) >= 0) {
+        if (!s->kv.present[*own])
+            return ES_NOT_FOUND;
+        *dbi = s->kv.dbi[*own];
+        k->mv_data = (void *)key;
+        k->mv_size = key_len;
+        return ES_OK;
+    }
     memcpy(buf, ns, n);
     buf[n] = 0;
     if (key_len)
         memcpy(buf + n + 1, key, key_len);
+    *dbi = s->dbs.user;
     k->mv_data = buf;
     k->mv_size = n + 1 + key_len;
     return ES_OK;
@@ -36,15 +63,45 @@ static int put(es_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *d)
     return write_status(t, mdb_put(t->txn, dbi, k, d, 0));
 }
 
+void es__txn_close_cursors(es_txn *t)
+{
+    for (unsigned i = 0; i < ES_KV_DBS_MAX; i++) {
+        if (t->kv_cur[i])
+            mdb_cursor_close(t->kv_cur[i]);
+        t->kv_cur[i] = NULL;
+    }
+}
+
+/* A put into a namespace's own database: first as an append, which LMDB
+ * refuses (MDB_KEYEXIST) unless the key sorts after the last one, then as
+ * an ordinary put. The cursor stays at the end between appends. */
+static int put_own(es_txn *t, int own, MDB_dbi dbi, MDB_val *k, MDB_val *d)
+{
+    int rc;
+    if (!t->write)
+        return ES_READONLY;
+    if (!t->kv_cur[own] &&
+        (rc = mdb_cursor_open(t->txn, dbi, &t->kv_cur[own])))
+        return write_status(t, rc);
+    rc = mdb_cursor_put(t->kv_cur[own], k, d, MDB_APPEND);
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_cursor_put(t->kv_cur[own], k, d, 0);
+    return rc ? write_status(t, rc) : ES_OK;
+}
+
 int es_kv_put(es_txn *t, const char *ns, const void *key, size_t key_len,
               const void *val, size_t val_len)
 {
     uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
     MDB_val k, d = {val_len, (void *)val};
-    if (!t || key_len == 0 || (!val && val_len) || val_len > ES_VALUE_MAX ||
-        user_key(ns, key, key_len, buf, &k))
+    MDB_dbi dbi;
+    int own;
+    if (!t || key_len == 0 || (!val && val_len) || val_len > ES_VALUE_MAX)
         return ES_INVALID;
-    return put(t, t->store->dbs.user, &k, &d);
+    int rc = locate(t->store, ns, key, key_len, buf, &dbi, &k, &own);
+    if (rc)
+        return rc == ES_NOT_FOUND ? ES_READONLY : rc;
+    return own >= 0 ? put_own(t, own, dbi, &k, &d) : put(t, dbi, &k, &d);
 }
 
 int es_kv_get(es_txn *t, const char *ns, const void *key, size_t key_len,
@@ -52,11 +109,14 @@ int es_kv_get(es_txn *t, const char *ns, const void *key, size_t key_len,
 {
     uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
     MDB_val k, d;
-    if (!t || !val || !val_len || key_len == 0 ||
-        user_key(ns, key, key_len, buf, &k))
+    MDB_dbi dbi;
+    int own;
+    if (!t || !val || !val_len || key_len == 0)
         return ES_INVALID;
-    int rc = mdb_get(t->txn, t->store->dbs.user, &k, &d);
+    int rc = locate(t->store, ns, key, key_len, buf, &dbi, &k, &own);
     if (rc)
+        return rc;
+    if ((rc = mdb_get(t->txn, dbi, &k, &d)))
         return es__status_from_mdb(rc);
     *val = d.mv_data;
     *val_len = d.mv_size;
@@ -67,11 +127,24 @@ int es_kv_del(es_txn *t, const char *ns, const void *key, size_t key_len)
 {
     uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
     MDB_val k;
-    if (!t || key_len == 0 || user_key(ns, key, key_len, buf, &k))
+    MDB_dbi dbi;
+    int own;
+    if (!t || key_len == 0)
         return ES_INVALID;
+    int rc = locate(t->store, ns, key, key_len, buf, &dbi, &k, &own);
+    if (rc) /* only a read-only store lacks an own database */
+        return rc == ES_NOT_FOUND ? ES_READONLY : rc;
     if (!t->write)
         return ES_READONLY;
-    return write_status(t, mdb_del(t->txn, t->store->dbs.user, &k, NULL));
+    if (own >= 0 && t->kv_cur[own]) {
+        /* Deleting through the put cursor keeps it valid for the next put. */
+        MDB_val d;
+        rc = mdb_cursor_get(t->kv_cur[own], &k, &d, MDB_SET);
+        if (rc == 0)
+            rc = mdb_cursor_del(t->kv_cur[own], 0);
+        return rc ? write_status(t, rc) : ES_OK;
+    }
+    return write_status(t, mdb_del(t->txn, dbi, &k, NULL));
 }
 
 int es_kv_scan(es_txn *t, const char *ns, const void *from_key,
@@ -80,14 +153,20 @@ int es_kv_scan(es_txn *t, const char *ns, const void *from_key,
     uint8_t buf[ES_NS_MAX + 1 + ES_KEY_MAX];
     MDB_cursor *cur = NULL;
     MDB_val k, d;
-    int rc;
-    if (!t || !fn || user_key(ns, from_key, from_key ? from_len : 0, buf, &k))
+    MDB_dbi dbi;
+    int own, rc;
+    if (!t || !fn)
         return ES_INVALID;
-    size_t plen = strlen(ns) + 1;
-    if ((rc = mdb_cursor_open(t->txn, t->store->dbs.user, &cur)))
+    rc = locate(t->store, ns, from_key, from_key ? from_len : 0, buf, &dbi, &k,
+                &own);
+    if (rc)
+        return rc == ES_NOT_FOUND ? ES_OK : rc;
+    size_t plen = own >= 0 ? 0 : strlen(ns) + 1;
+    if ((rc = mdb_cursor_open(t->txn, dbi, &cur)))
         return es__status_from_mdb(rc);
-    for (rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    rc = k.mv_size ? mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE)
+                   : mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
         if (k.mv_size < plen || memcmp(k.mv_data, buf, plen) != 0)
             break;
         if (fn(arg, (uint8_t *)k.mv_data + plen, k.mv_size - plen, d.mv_data,

@@ -13,7 +13,7 @@
 
 #include "eventstore/internal.h"
 
-#define MAXDBS 16
+#define MAXDBS (16 + ES_KV_DBS_MAX)
 /* How long a map growth waits for open read transactions to end. */
 #define GROW_WAIT_S 5
 /* Growth doubles up to this size, then grows by it. */
@@ -46,7 +46,8 @@ static int check_options(const es_options *o)
         o->max_events_per_append < 1 ||
         o->max_events_per_append > ES_EVENTS_PER_APPEND_HARD_MAX ||
         o->queue_max < 1 || o->max_subscriptions < 1 ||
-        (o->flags & ~(unsigned)(ES_OPT_NOSYNC | ES_OPT_RDONLY)) ||
+        (o->flags &
+         ~(unsigned)(ES_OPT_NOSYNC | ES_OPT_RDONLY | ES_OPT_WRITEMAP)) ||
         (o->chain_key_len && !o->chain_key) || o->chain_key_len > 4096)
         return ES_INVALID;
     return ES_OK;
@@ -73,6 +74,18 @@ static int open_dbs(es_store *s)
             mdb_txn_abort(txn);
             return rc == MDB_NOTFOUND ? ES_NOT_FOUND : es__status_from_mdb(rc);
         }
+    }
+    for (unsigned i = 0; i < s->kv.n; i++) {
+        char name[ES_NS_MAX + 4];
+        snprintf(name, sizeof name, "kv:%s", s->kv.name[i]);
+        rc = mdb_dbi_open(txn, name, flags, &s->kv.dbi[i]);
+        if (rc == MDB_NOTFOUND && s->rdonly)
+            continue; /* a store that never had it: reads find nothing */
+        if (rc) {
+            mdb_txn_abort(txn);
+            return es__status_from_mdb(rc);
+        }
+        s->kv.present[i] = true;
     }
     rc = mdb_txn_commit(txn);
     return es__status_from_mdb(rc);
@@ -173,12 +186,29 @@ int es_open(const char *path, const es_options *opts, es_store **out)
     }
     if ((rc = check_options(opts)))
         return rc;
+    size_t nkv = 0;
+    for (; opts->kv_dbs && opts->kv_dbs[nkv]; nkv++) {
+        size_t n = strnlen(opts->kv_dbs[nkv], ES_NS_MAX + 1);
+        if (nkv == ES_KV_DBS_MAX || n == 0 || n > ES_NS_MAX)
+            return ES_INVALID;
+    }
     if (!(opts->flags & ES_OPT_RDONLY) && (rc = make_dirs(path)) != 0)
         return es__status_from_mdb(rc);
     if (!(s = calloc(1, sizeof *s)))
         return ES_NOMEM;
     s->opts = *opts;
+    s->opts.kv_dbs = NULL;
     s->rdonly = (opts->flags & ES_OPT_RDONLY) != 0;
+    s->writemap = (opts->flags & ES_OPT_WRITEMAP) && !s->rdonly;
+    for (; s->kv.n < nkv; s->kv.n++) {
+        s->kv.given[s->kv.n] = opts->kv_dbs[s->kv.n];
+        if (!(s->kv.name[s->kv.n] = strdup(opts->kv_dbs[s->kv.n]))) {
+            for (unsigned i = 0; i < s->kv.n; i++)
+                free(s->kv.name[i]);
+            free(s);
+            return ES_NOMEM;
+        }
+    }
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     /* Writer preference: a pending growth is not starved by a stream of new
@@ -215,6 +245,8 @@ int es_open(const char *path, const es_options *opts, es_store **out)
     unsigned flags = MDB_NOTLS;
     if (opts->flags & ES_OPT_NOSYNC)
         flags |= MDB_NOSYNC;
+    if (s->writemap)
+        flags |= MDB_WRITEMAP;
     if (s->rdonly)
         flags |= MDB_RDONLY;
     if ((rc = mdb_env_create(&s->env)) ||
@@ -290,6 +322,8 @@ void es_close(es_store *s)
     pthread_cond_destroy(&s->queue_cv);
     pthread_mutex_destroy(&s->mu);
     pthread_rwlock_destroy(&s->map_lock);
+    for (unsigned i = 0; i < s->kv.n; i++)
+        free(s->kv.name[i]);
     free(s);
 }
 

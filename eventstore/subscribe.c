@@ -105,8 +105,10 @@ out:
 /* Read the next page of matching events into the buffer. */
 static int fill(es_sub *sub, bool *at_end)
 {
-    es_txn t = {sub->s, NULL, false, false, false};
+    es_txn t;
     es_page pg;
+    memset(&t, 0, sizeof t);
+    t.store = sub->s;
     int rc;
     if ((rc = es__read_begin(sub->s, &t.txn)))
         return rc;
