@@ -97,6 +97,15 @@ static uint64_t counts(qs_db *db)
     return pending;
 }
 
+/* What the first layout wrote: a task index key and a checkpoint. */
+static int old_layout(es_txn *txn, const es_append_result *ap, void *arg)
+{
+    (void)ap;
+    (void)arg;
+    int rc = es_kv_put(txn, "q.tasks", "t1", 2, "x", 1);
+    return rc ? rc : es_checkpoint_put(txn, "agents", 5);
+}
+
 int main(void)
 {
     char dir[512];
@@ -139,6 +148,29 @@ int main(void)
                                &cancelled) == ES_OK);
     CHECK(qs_db_wait_positions(db, (uint64_t[]){10, 0}, qs_mono_ms() + 50,
                                &cancelled) == ES_TIMEOUT);
+    CHECK(qs_db_reset_layout(db) == 0);
+    qs_db_close(db);
+
+    /* An env of the older layout (read models in the one shared database,
+     * no layout marker) is not read as empty: it is dropped, and the
+     * projection starts again from position 1. */
+    CHECK(qs_db_remove_env(dir) == ES_OK);
+    es_store *old = NULL;
+    es_options eo;
+    es_options_init(&eo);
+    eo.flags |= ES_OPT_NOSYNC;
+    CHECK(es_open(dir, &eo, &old) == ES_OK);
+    CHECK(es_write(old, old_layout, NULL) == ES_OK);
+    es_close(old);
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    CHECK(qs_db_reset_layout(db) == 1);
+    qs_db_positions_now(db, pos);
+    CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
+    r = apply(db, (uint64_t[]){1, 2}, 2);
+    CHECK(r.applied == 2 && counts(db) == 2);
+    qs_db_close(db);
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    CHECK(qs_db_reset_layout(db) == 0 && counts(db) == 2);
     qs_db_close(db);
     char path[600];
     snprintf(path, sizeof path, "%s/data.mdb", dir);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "services/query/query.h"
 
@@ -16,6 +17,7 @@ struct qs_db {
     pthread_cond_t cv;
     uint64_t pos[QS_NSOURCES];
     uint64_t generation;
+    uint64_t reset_from_layout; /* the layout dropped on open, or 0 */
 };
 
 void qs_db_positions(es_txn *txn, uint64_t out[QS_NSOURCES])
@@ -25,13 +27,22 @@ void qs_db_positions(es_txn *txn, uint64_t out[QS_NSOURCES])
             out[i] = 0;
 }
 
-int qs_db_open(const char *dir, bool sync, qs_db **out)
+/* The layout of the read models in the env. 2: each namespace in a
+ * database of its own. An env of another layout (1: one shared database,
+ * no marker) is dropped and projected again from the sources, as a rebuild
+ * would, instead of being read as if it were empty. */
+#define LAYOUT_KEY "q.layout"
+#define LAYOUT 2
+
+static int put_layout(es_txn *txn, const es_append_result *ap, void *arg)
 {
-    qs_db *db = calloc(1, sizeof *db);
-    es_txn *txn = NULL;
-    int rc;
-    if (!db)
-        return ES_NOMEM;
+    (void)ap;
+    (void)arg;
+    return es_checkpoint_put(txn, LAYOUT_KEY, LAYOUT);
+}
+
+static int open_env(const char *dir, bool sync, es_store **out)
+{
     es_options eo;
     es_options_init(&eo);
     /* Growing the map undoes and re-applies the batch being written (up to
@@ -39,19 +50,72 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
      * with room for a few million events' read models. Only address space;
      * the file grows as pages are written. */
     eo.map_size = (size_t)1 << 30;
+    /* Each read model in an LMDB database of its own: log-ordered indexes
+     * (the feeds, the timelines) are then appended rather than searched. */
+    eo.kv_dbs = qs_namespaces;
+    /* Without fsync nothing here is a promise to anyone: write through the
+     * map (no copy of every dirty page at commit). */
     if (!sync)
-        eo.flags |= ES_OPT_NOSYNC;
-    if ((rc = es_open(dir, &eo, &db->store))) {
-        free(db);
-        return rc;
+        eo.flags |= ES_OPT_NOSYNC | ES_OPT_WRITEMAP;
+    return es_open(dir, &eo, out);
+}
+
+/* 0: empty env, else the layout marker (1 when absent in a used env). */
+static uint64_t layout_of(es_txn *txn)
+{
+    uint64_t v = 0, pos[QS_NSOURCES];
+    if (es_checkpoint_get(txn, LAYOUT_KEY, &v) == ES_OK)
+        return v;
+    qs_db_positions(txn, pos);
+    for (int i = 0; i < QS_NSOURCES; i++)
+        if (pos[i])
+            return 1;
+    return 0;
+}
+
+int qs_db_remove_env(const char *dir)
+{
+    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    for (size_t i = 0; i < 2; i++) {
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", dir, files[i]) >=
+            (int)sizeof path)
+            return ES_INVALID;
+        if (unlink(path) && errno != ENOENT)
+            return ES_IO;
     }
-    if ((rc = es_txn_begin(db->store, &txn))) {
+    return ES_OK;
+}
+
+int qs_db_open(const char *dir, bool sync, qs_db **out)
+{
+    qs_db *db = calloc(1, sizeof *db);
+    es_txn *txn = NULL;
+    int rc;
+    if (!db)
+        return ES_NOMEM;
+    for (int attempt = 0;; attempt++) {
+        if ((rc = open_env(dir, sync, &db->store)))
+            goto fail;
+        if ((rc = es_txn_begin(db->store, &txn)))
+            goto fail;
+        uint64_t layout = layout_of(txn);
+        qs_db_positions(txn, db->pos);
+        es_txn_end(txn);
+        if (layout == LAYOUT)
+            break;
+        if (layout == 0) {
+            if ((rc = es_write(db->store, put_layout, NULL)))
+                goto fail;
+            break;
+        }
+        /* Another layout: start over (once). */
         es_close(db->store);
-        free(db);
-        return rc;
+        db->store = NULL;
+        db->reset_from_layout = layout;
+        if (attempt || (rc = qs_db_remove_env(dir)))
+            goto fail;
     }
-    qs_db_positions(txn, db->pos);
-    es_txn_end(txn);
     pthread_mutex_init(&db->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -60,6 +124,15 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
     pthread_condattr_destroy(&ca);
     *out = db;
     return ES_OK;
+fail:
+    es_close(db->store);
+    free(db);
+    return rc ? rc : ES_CORRUPT;
+}
+
+uint64_t qs_db_reset_layout(const qs_db *db)
+{
+    return db->reset_from_layout;
 }
 
 void qs_db_close(qs_db *db)

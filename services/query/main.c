@@ -151,6 +151,10 @@ int main(int argc, char **argv)
         LOG_ERROR("query: cannot register methods: %s", rpc_strerror(rc));
         goto out;
     }
+    if (qs_db_reset_layout(db))
+        LOG_WARN("query: %s held read models of layout %llu; dropped, "
+                 "projecting again from the sources",
+                 data_dir, (unsigned long long)qs_db_reset_layout(db));
     uint64_t pos[QS_NSOURCES];
     qs_db_positions_now(db, pos);
     LOG_INFO("query: read models at agents %llu, memory %llu; catching up",

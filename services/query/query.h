@@ -89,6 +89,13 @@ typedef struct qs_db qs_db;
  * on power loss is re-applied from the checkpoint). *out owned by the
  * caller (qs_db_close). */
 int qs_db_open(const char *dir, bool sync, qs_db **out);
+/* Each read model has an LMDB database of its own (layout 2, recorded in
+ * the env). An env of an older layout is removed by qs_db_open and
+ * projected again from the sources; this tells which layout was dropped
+ * (0: none). */
+uint64_t qs_db_reset_layout(const qs_db *db);
+/* Removes the env's files in dir (missing ones are fine). */
+int qs_db_remove_env(const char *dir);
 void qs_db_close(qs_db *db);
 /* Borrowed for the db's life. */
 es_store *qs_db_store(qs_db *db);

@@ -74,20 +74,6 @@ static void *replay_main(void *arg)
     return NULL;
 }
 
-static int remove_env(const char *dir)
-{
-    static const char *const files[] = {"data.mdb", "lock.mdb"};
-    for (size_t i = 0; i < 2; i++) {
-        char path[4096];
-        if (snprintf(path, sizeof path, "%s/%s", dir, files[i]) >=
-            (int)sizeof path)
-            return ES_INVALID;
-        if (unlink(path) && errno != ENOENT)
-            return ES_IO;
-    }
-    return ES_OK;
-}
-
 int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
                unsigned page, bool sync)
 {
@@ -98,7 +84,7 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
     bool started[QS_NSOURCES] = {false};
     memset(&p, 0, sizeof p);
     memset(r, 0, sizeof r);
-    int rc = remove_env(dir);
+    int rc = qs_db_remove_env(dir);
     if (rc || (rc = qs_db_open(dir, sync, &db))) {
         fprintf(stderr, "rebuild: cannot reset %s: %s\n", dir, es_strerror(rc));
         return rc;
