@@ -220,6 +220,10 @@ void es_event_free(es_event *ev);
  * not starting with '$' (reserved). Returns 1 if valid. Thread-safe. */
 int es_stream_name_valid(const char *name);
 
+/* The canonical text of an event id: lower-case UUID form
+ * (8-4-4-4-12 hex digits); out holds 37 bytes. Thread-safe. */
+void es_id_format(const uint8_t id[ES_ID_SIZE], char out[37]);
+
 /* ---- Record codec (exposed for tools and the fuzz driver) ---------------- */
 
 /* Decode one encoded record (the value stored under its position) into *out

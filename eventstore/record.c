@@ -196,6 +196,19 @@ static bool name_char(unsigned char c)
            c == ':' || c == '@' || c == '/';
 }
 
+void es_id_format(const uint8_t id[ES_ID_SIZE], char out[37])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < ES_ID_SIZE; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = digits[id[i] >> 4];
+        out[o++] = digits[id[i] & 15];
+    }
+    out[o] = '\0';
+}
+
 int es_stream_name_valid(const char *name)
 {
     if (!name || !name[0] || name[0] == '$')

@@ -22,15 +22,7 @@ struct esapi {
 
 void esapi_uuid_format(const uint8_t id[16], char out[37])
 {
-    static const char digits[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = digits[id[i] >> 4];
-        out[o++] = digits[id[i] & 15];
-    }
-    out[o] = '\0';
+    es_id_format(id, out);
 }
 
 static char *dupn(const char *s, size_t n, bool *oom)

@@ -1,5 +1,6 @@
 /* Catch-up: reads a source's log from the projection's checkpoint to its
- * end through EventStore.ReadAll pages, read ahead on a helper thread, and
+ * end in pages (EventStore.ReadAll, or the log's file read in place by a
+ * rebuild), read ahead on a helper thread, and
  * applies what has been read so far (up to MERGE_MAX events) as one batch.
  * Used at start, on a gap in the live feed, after a NATS outage, on the idle
  * poll, and by rebuild. */
@@ -28,7 +29,8 @@ typedef struct page {
 } page;
 
 typedef struct reader {
-    qs_client *c;
+    qs_read_fn read;
+    void *src;
     int source;
     unsigned limit;
     uint64_t from;
@@ -70,9 +72,8 @@ static void *reader_main(void *arg)
         page p;
         uint64_t next = 0;
         memset(&p, 0, sizeof p);
-        p.rc = qs_client_read_all(r->c, r->source, r->from, r->limit,
-                                  CALL_TIMEOUT_MS, &p.evs, &p.n, &p.end, &next,
-                                  p.msg, sizeof p.msg);
+        p.rc = r->read(r->src, r->source, r->from, r->limit, &p.evs, &p.n,
+                       &p.end, &next, p.msg, sizeof p.msg);
         if (!p.rc && p.n == 0)
             p.end = true;
         else if (!p.rc)
@@ -122,15 +123,33 @@ static void take(reader *r, page *out)
     pthread_mutex_unlock(&r->mu);
 }
 
+static int read_client(void *src, int source, uint64_t from, unsigned limit,
+                       qs_event ***events, size_t *n, bool *end,
+                       uint64_t *next, char *msg, size_t msglen)
+{
+    return qs_client_read_all(src, source, from, limit, CALL_TIMEOUT_MS,
+                              events, n, end, next, msg, msglen);
+}
+
 int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned limit,
                 uint64_t *applied, qs_progress_fn progress, void *arg,
                 qs_catch_up_times *times)
+{
+    return qs_catch_up_from(db, read_client, c, source, limit, applied,
+                            progress, arg, times);
+}
+
+int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
+                     unsigned limit, uint64_t *applied,
+                     qs_progress_fn progress, void *arg,
+                     qs_catch_up_times *times)
 {
     uint64_t pos[QS_NSOURCES], total = 0;
     int rc = ES_OK;
     reader r;
     memset(&r, 0, sizeof r);
-    r.c = c;
+    r.read = read;
+    r.src = src;
     r.source = source;
     r.limit = limit;
     qs_db_positions_now(db, pos);
@@ -169,7 +188,7 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned limit,
         if (progress && res.applied)
             progress(arg, source, res.checkpoint, total);
         if (res.gap) {
-            LOG_ERROR("query: %s's ReadAll skipped positions after %llu",
+            LOG_ERROR("query: %s's log skipped positions after %llu",
                       qs_source_name(source),
                       (unsigned long long)res.checkpoint);
             rc = ES_CORRUPT;

@@ -18,9 +18,11 @@ void qs_event_free(qs_event *ev)
 {
     if (!ev)
         return;
-    free(ev->stream);
-    free(ev->type);
-    free(ev->traceparent);
+    if (!ev->inline_strings) {
+        free(ev->stream);
+        free(ev->type);
+        free(ev->traceparent);
+    }
     if (ev->payload)
         protobuf_c_message_free_unpacked(ev->payload, NULL);
     free(ev->data);
@@ -88,43 +90,77 @@ static bool traceparent_valid(const char *s)
     return s[0] == '0' && s[1] == '0';
 }
 
-int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
-                        qs_event **out)
+/* What both log paths (the EventStore API and the log file) give. */
+typedef struct fields {
+    uint64_t position, stream_version;
+    int64_t time_unix_nano;
+    const char *event_id;
+    const char *stream, *type, *traceparent;
+    size_t stream_len, type_len, traceparent_len;
+    const uint8_t *data;
+    size_t data_len;
+} fields;
+
+/* The event, its three strings and its id in one allocation (the
+ * strings right after the struct): one malloc and one free instead of
+ * four of each. */
+static qs_event *alloc_event(const fields *f, const char *tp, size_t tpl)
 {
-    qs_event *ev = calloc(1, sizeof *ev);
+    size_t sl = f->stream_len, tl = f->type_len;
+    qs_event *ev = malloc(sizeof *ev + sl + tl + tpl + 3);
+    if (!ev)
+        return NULL;
+    memset(ev, 0, sizeof *ev);
+    char *p = (char *)(ev + 1);
+    ev->stream = p;
+    memcpy(p, f->stream, sl);
+    p[sl] = '\0';
+    ev->type = p += sl + 1;
+    memcpy(p, f->type, tl);
+    p[tl] = '\0';
+    ev->traceparent = p += tl + 1;
+    memcpy(p, tp, tpl);
+    p[tpl] = '\0';
+    ev->inline_strings = true;
+    return ev;
+}
+
+static int from_fields(int source, const fields *f, qs_event **out)
+{
+    /* The outbox forwards only W3C values: keep what NATS would carry. */
+    char tp[56];
+    size_t tpl = f->traceparent_len;
+    if (tpl != 55) {
+        tpl = 0;
+    } else {
+        memcpy(tp, f->traceparent, 55);
+        tp[55] = '\0';
+        if (!traceparent_valid(tp))
+            tpl = 0;
+    }
+    qs_event *ev = alloc_event(f, tp, tpl);
     int rc = ES_NOMEM;
     if (!ev)
         return ES_NOMEM;
     ev->source = source;
-    ev->position = e->position;
-    ev->stream_version = e->stream_version;
-    ev->time_unix_nano = e->time_unix_nano;
-    snprintf(ev->event_id, sizeof ev->event_id, "%s",
-             e->event_id ? e->event_id : "");
-    const char *tp = e->metadata && e->metadata->traceparent
-                         ? e->metadata->traceparent : "";
-    /* The outbox forwards only W3C values: keep what NATS would carry. */
-    if (!traceparent_valid(tp))
-        tp = "";
-    if (!(ev->stream = strdup(e->stream ? e->stream : "")) ||
-        !(ev->type = strdup(e->type ? e->type : "")) ||
-        !(ev->traceparent = strdup(tp)))
-        goto out;
+    ev->position = f->position;
+    ev->stream_version = f->stream_version;
+    ev->time_unix_nano = f->time_unix_nano;
+    snprintf(ev->event_id, sizeof ev->event_id, "%s", f->event_id);
     const ProtobufCMessageDescriptor *d = find_type(ev->type);
     ProtobufCMessage *m =
-        d ? protobuf_c_message_unpack(d, NULL, e->data.len, e->data.data)
-          : NULL;
+        d ? protobuf_c_message_unpack(d, NULL, f->data_len, f->data) : NULL;
     if (m) {
         if ((rc = finish(ev, m)))
             goto out;
-    } else if (e->data.len) {
+    } else if (f->data_len) {
         /* Not an API payload (or one that does not parse): the outbox
          * dead-letters such events, so only catch-up sees them; the feed
          * keeps the bytes as they are and no read model interprets them. */
-        if (!(ev->data = malloc(e->data.len)))
+        if (!(ev->data = malloc(f->data_len)))
             goto out;
-        memcpy(ev->data, e->data.data, e->data.len);
-        ev->data_len = e->data.len;
+        memcpy(ev->data, f->data, f->data_len);
+        ev->data_len = f->data_len;
     }
     if ((rc = pack_feed(ev)))
         goto out;
@@ -134,6 +170,36 @@ int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
 out:
     qs_event_free(ev);
     return rc;
+}
+
+static size_t len_of(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
+                        qs_event **out)
+{
+    const char *tp = e->metadata && e->metadata->traceparent
+                         ? e->metadata->traceparent : "";
+    fields f = {e->position, e->stream_version, e->time_unix_nano,
+                e->event_id ? e->event_id : "",
+                e->stream ? e->stream : "", e->type ? e->type : "", tp,
+                len_of(e->stream), len_of(e->type), strlen(tp),
+                e->data.data, e->data.len};
+    return from_fields(source, &f, out);
+}
+
+int qs_event_from_es(int source, const es_event *e, qs_event **out)
+{
+    char id[37];
+    es_id_format(e->id, id);
+    fields f = {e->position, e->stream_version, e->time_unix_nano, id,
+                e->stream, e->type, e->traceparent ? e->traceparent : "",
+                e->stream_len, e->type_len,
+                e->traceparent ? e->traceparent_len : 0,
+                e->data, e->data_len};
+    return from_fields(source, &f, out);
 }
 
 /* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's

@@ -38,6 +38,12 @@ static const cfg_option options[] = {
      "sources, so this is off by default)"},
     {"rebuild", NULL, CFG_BOOL, "false",
      "drop the read models, replay every source from the start, and exit"},
+    {"agents-log", "AGENTMESH_QUERY_AGENTS_LOG", CFG_STRING, "",
+     "with --rebuild: agent-manager's event store folder (e.g. "
+     "data/agents), read in place on this host before its EventStore API"},
+    {"memory-log", "AGENTMESH_QUERY_MEMORY_LOG", CFG_STRING, "",
+     "with --rebuild: memory-sync's event store folder (e.g. data/memory), "
+     "read in place on this host before its EventStore API"},
     {"dump", NULL, CFG_STRING, NULL,
      "write the read models as text to this file (- for stdout) and exit"},
 };
@@ -86,6 +92,7 @@ int main(int argc, char **argv)
     int exit_code = 1;
     size_t n = sizeof options / sizeof options[0];
     const char *data_dir = NULL, *dump_path = NULL;
+    const char *log_dir[QS_NSOURCES] = {NULL, NULL};
     qs_projector_options po;
     memset(&po, 0, sizeof po);
     int64_t page = 0;
@@ -108,6 +115,8 @@ int main(int argc, char **argv)
         po.poll_ms <= 0 || cfg_get_int(c, "page-size", &page) || page < 1 ||
         page > 1000 || cfg_get_bool(c, "sync", &sync) ||
         cfg_get_bool(c, "rebuild", &rebuild) ||
+        cfg_get_string(c, "agents-log", &log_dir[QS_AGENTS]) ||
+        cfg_get_string(c, "memory-log", &log_dir[QS_MEMORY]) ||
         cfg_get_string(c, "dump", &dump_path)) {
         fprintf(stderr, "%s: invalid settings (data-dir must be set, "
                         "poll-interval > 0, page-size 1..1000)\n",
@@ -129,7 +138,7 @@ int main(int argc, char **argv)
     }
     if (rebuild) {
         grpc_init();
-        exit_code = qs_rebuild(data_dir, po.addr, po.page, sync) ? 1 : 0;
+        exit_code = qs_rebuild(data_dir, po.addr, log_dir, po.page, sync) ? 1 : 0;
         grpc_shutdown();
         cfg_destroy(c);
         return exit_code;

@@ -57,6 +57,7 @@ typedef struct qs_event {
      * made yet (qs_feed_apply packs it then). */
     uint8_t *feed;
     size_t feed_len;
+    bool inline_strings; /* stream, type, traceparent share ev's block */
 } qs_event;
 
 /* Frees an event (NULL is a no-op). */
@@ -65,6 +66,10 @@ void qs_event_free(qs_event *ev);
  * Errors: ES_NOMEM, ES_INVALID (bad payload). */
 int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
                         qs_event **out);
+/* From an event of a source's log read in place (es_read_all; borrowed).
+ * Gives the very event qs_event_from_proto gives for the same record
+ * served through the EventStore API. Errors: ES_NOMEM, ES_INVALID. */
+int qs_event_from_es(int source, const es_event *e, qs_event **out);
 /* From a CloudEvents JSON body as the outbox publishes it (borrowed).
  * Errors: ES_NOMEM, ES_INVALID (not an agentmesh event; why says). */
 int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
@@ -342,13 +347,42 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
                 uint64_t *applied, qs_progress_fn progress, void *arg,
                 qs_catch_up_times *times);
 
+/* Where catch-up pages come from: qs_client_read_all's contract (events
+ * from `from` inclusive, *end on the last page, *next where the next page
+ * starts), on the reader thread. */
+typedef int (*qs_read_fn)(void *src, int source, uint64_t from,
+                          unsigned limit, qs_event ***events, size_t *n,
+                          bool *end, uint64_t *next, char *msg,
+                          size_t msglen);
+/* qs_catch_up over any page source. */
+int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
+                     unsigned page, uint64_t *applied,
+                     qs_progress_fn progress, void *arg,
+                     qs_catch_up_times *times);
+
+/* A source's log read in place: its event store env opened read-only
+ * (LMDB allows this while the owning service appends; same host only).
+ * For rebuilds from the files of a running service or of a backup. */
+typedef struct qs_log qs_log;
+/* Errors: ES_NOT_FOUND (no store in dir), those of es_open. */
+int qs_log_open(const char *dir, qs_log **out);
+void qs_log_close(qs_log *log);
+/* A qs_read_fn over a qs_log (src): up to limit (1..ES_PAGE_MAX) events. */
+int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
+                    qs_event ***events, size_t *n, bool *end, uint64_t *next,
+                    char *msg, size_t msglen);
+
 /* ---- Rebuild and dump ------------------------------------------------------- */
 
-/* Drops the env in dir and replays every source (addr[i] non-empty) from
- * position 1, one thread per source, printing progress lines to stderr.
- * The service must not have dir open. */
+/* Drops the env in dir and replays every source from position 1, one
+ * thread per source, printing progress lines to stderr. A source with
+ * log_dir[i] set is read from its log's files in place first; then, when
+ * addr[i] is set, whatever was appended since comes through its
+ * EventStore API (a source with neither is not projected). The service
+ * must not have dir open. */
 int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
-               unsigned page, bool sync);
+               const char *const log_dir[QS_NSOURCES], unsigned page,
+               bool sync);
 /* Writes every read-model namespace and checkpoint of dir's env, one line
  * per key ("ns hexkey hexvalue"), to f. The merged feed's order is the
  * apply order, so it is written as its content only (see docs/QUERY.md). */

@@ -1,5 +1,6 @@
 /* Rebuild and dump: `query --rebuild` drops the projection env and replays
- * every source's log from position 1 through EventStore.ReadAll, printing a
+ * every source's log from position 1 (from the log's files in place, then
+ * through EventStore.ReadAll, or either alone), printing a
  * progress line per second; `query --dump` writes the read models as text,
  * so two builds can be compared byte for byte. */
 #include <errno.h>
@@ -15,6 +16,7 @@ typedef struct progress {
     pthread_mutex_t mu;
     int64_t start_ms, last_ms;
     uint64_t done[QS_NSOURCES];
+    uint64_t base[QS_NSOURCES]; /* applied by a source's earlier phase */
 } progress;
 
 static uint64_t total(const progress *p)
@@ -30,7 +32,7 @@ static void report(void *arg, int source, uint64_t position, uint64_t applied)
 {
     progress *p = arg;
     pthread_mutex_lock(&p->mu);
-    p->done[source] = applied;
+    p->done[source] = p->base[source] + applied;
     int64_t now = qs_mono_ms();
     if (now - p->last_ms >= 1000) {
         p->last_ms = now;
@@ -50,7 +52,8 @@ static void report(void *arg, int source, uint64_t position, uint64_t applied)
 typedef struct replay {
     qs_db *db;
     int source;
-    const char *addr;
+    const char *addr;    /* NULL/"": none */
+    const char *log_dir; /* NULL/"": none */
     unsigned page;
     progress *p;
     qs_catch_up_times times;
@@ -58,24 +61,49 @@ typedef struct replay {
     int rc;
 } replay;
 
+/* The log's files first (fast, in place), then the service for whatever
+ * was appended since; either alone also works. */
 static void *replay_main(void *arg)
 {
     replay *r = arg;
-    qs_client *c = NULL;
-    fprintf(stderr, "rebuild: replaying %s from %s\n", qs_source_name(r->source),
-            r->addr);
-    if ((r->rc = qs_client_create(r->addr, &c)) == ES_OK)
-        r->rc = qs_catch_up(r->db, c, r->source, r->page, &r->applied, report,
-                            r->p, &r->times);
-    qs_client_destroy(c);
+    const char *name = qs_source_name(r->source);
+    uint64_t n = 0;
+    if (r->log_dir && *r->log_dir) {
+        qs_log *l = NULL;
+        fprintf(stderr, "rebuild: replaying %s from its log in %s\n", name,
+                r->log_dir);
+        if ((r->rc = qs_log_open(r->log_dir, &l)) == ES_OK)
+            r->rc = qs_catch_up_from(r->db, qs_log_read_all, l, r->source,
+                                     ES_PAGE_MAX, &n, report, r->p,
+                                     &r->times);
+        else
+            fprintf(stderr, "rebuild: cannot open the %s log in %s: %s\n",
+                    name, r->log_dir, es_strerror(r->rc));
+        qs_log_close(l);
+        r->applied += n;
+    }
+    if (!r->rc && r->addr && *r->addr) {
+        qs_client *c = NULL;
+        fprintf(stderr, "rebuild: replaying %s from %s\n", name, r->addr);
+        pthread_mutex_lock(&r->p->mu);
+        r->p->base[r->source] = r->applied;
+        pthread_mutex_unlock(&r->p->mu);
+        n = 0;
+        if ((r->rc = qs_client_create(r->addr, &c)) == ES_OK)
+            r->rc = qs_catch_up(r->db, c, r->source, r->page, &n, report,
+                                r->p, &r->times);
+        qs_client_destroy(c);
+        r->applied += n;
+    }
     if (r->rc)
-        fprintf(stderr, "rebuild: %s failed: %s\n", qs_source_name(r->source),
+        fprintf(stderr, "rebuild: %s failed: %s\n", name,
                 es_strerror(r->rc));
     return NULL;
 }
 
 int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
-               unsigned page, bool sync)
+               const char *const log_dir[QS_NSOURCES], unsigned page,
+               bool sync)
 {
     qs_db *db = NULL;
     progress p;
@@ -92,9 +120,13 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
     pthread_mutex_init(&p.mu, NULL);
     p.start_ms = p.last_ms = qs_mono_ms();
     for (int i = 0; i < QS_NSOURCES; i++) {
-        if (!addr[i] || !*addr[i])
+        bool by_addr = addr[i] && *addr[i];
+        bool by_log = log_dir && log_dir[i] && *log_dir[i];
+        if (!by_addr && !by_log)
             continue;
-        r[i] = (replay){db, i, addr[i], page, &p, {0, 0}, 0, ES_OK};
+        r[i] = (replay){db,     i,          addr[i], log_dir ? log_dir[i] : NULL,
+                        page,   &p,         {0, 0},  0,
+                        ES_OK};
         if (pthread_create(&th[i], NULL, replay_main, &r[i]))
             r[i].rc = ES_IO;
         else
@@ -186,6 +218,7 @@ int qs_dump(const char *dir, FILE *fp)
     es_options eo;
     es_options_init(&eo);
     eo.flags |= ES_OPT_RDONLY;
+    eo.kv_dbs = qs_namespaces;
     dump_ctx c = {fp, NULL, NULL, 0, 0, false};
     int rc = es_open(dir, &eo, &st);
     if (rc || (rc = es_txn_begin(st, &txn)))

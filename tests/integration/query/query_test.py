@@ -750,13 +750,47 @@ class RebuildTest(unittest.TestCase):
             before = self.dump(mesh)
             self.assertIn("checkpoint agents", before)
             self.assertNotIn("secret".encode().hex(), before)
+            # Every read model the scenario fills is in the dump, so equal
+            # dumps mean equal read models, not two empty ones.
+            lines = before.splitlines()
+            for ns in ("q.agents", "q.agents.cap", "q.agents.label",
+                       "q.tasks", "q.tasks.state", "q.tasks.time",
+                       "q.timeline", "q.memory", "q.stats", "q.latency",
+                       "q.feed.agents", "q.feed.memory", "q.feed"):
+                self.assertTrue(any(l.startswith(ns + " ") for l in lines),
+                                ns)
+            self.assertGreater(len(lines), 500)
             out = subprocess.run(QUERY_REBUILD(mesh), capture_output=True,
                                  text=True, timeout=300)
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertIn("rebuild: done:", out.stderr)
             self.assertIn("events/s", out.stderr)
             after = self.dump(mesh)
-            self.assertEqual(before.splitlines(), after.splitlines())
+            self.assertEqual(lines, after.splitlines())
+            # From the logs' files in place (the services still running),
+            # alone and then followed by the EventStore APIs: the same.
+            logs = ["--agents-log=" + os.path.join(mesh.dir, "agents"),
+                    "--memory-log=" + os.path.join(mesh.dir, "memory")]
+            only_logs = [QUERY, "--rebuild", "--data-dir=" + mesh.query_dir,
+                         "--agents-addr=", "--memory-addr="] + logs
+            for argv in (only_logs, QUERY_REBUILD(mesh) + logs):
+                out = subprocess.run(argv, capture_output=True, text=True,
+                                     timeout=300)
+                self.assertEqual(out.returncode, 0, out.stderr)
+                self.assertIn("replaying agents from its log in", out.stderr)
+                self.assertIn("replaying memory from its log in", out.stderr)
+                self.assertEqual(lines, self.dump(mesh).splitlines())
+            bad = [QUERY, "--rebuild", "--data-dir=" + mesh.query_dir,
+                   "--agents-addr=", "--memory-addr=",
+                   "--agents-log=" + os.path.join(mesh.dir, "nowhere")]
+            out = subprocess.run(bad, capture_output=True, text=True,
+                                 timeout=60)
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn("cannot open the agents log", out.stderr)
+            # Put the read models back for the restart below.
+            out = subprocess.run(QUERY_REBUILD(mesh), capture_output=True,
+                                 text=True, timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr)
             mesh.start_query()
             r = mesh.q.GetStats()
             self.assertEqual(dict(r.positions), mesh.heads())
