@@ -43,7 +43,7 @@ static qs_event *submitted(uint64_t position)
     e.data.data = buf;
     e.data.len = len;
     qs_event *ev = NULL;
-    CHECK(qs_event_from_proto(QS_AGENTS, &e, &ev) == ES_OK);
+    CHECK(qs_event_from_proto(QS_AGENTS, &e, NULL, &ev) == ES_OK);
     return ev;
 }
 

@@ -21,6 +21,7 @@
 #define MERGE_MAX 4000
 
 typedef struct page {
+    qs_arena *ar; /* the events' memory */
     qs_event **evs;
     size_t n;
     bool end;
@@ -53,6 +54,7 @@ static void page_free(page *p)
     for (size_t i = 0; i < p->n; i++)
         qs_event_free(p->evs[i]);
     free(p->evs);
+    qs_arena_free(p->ar);
     memset(p, 0, sizeof *p);
 }
 
@@ -72,8 +74,11 @@ static void *reader_main(void *arg)
         page p;
         uint64_t next = 0;
         memset(&p, 0, sizeof p);
-        p.rc = r->read(r->src, r->source, r->from, r->limit, &p.evs, &p.n,
-                       &p.end, &next, p.msg, sizeof p.msg);
+        if (!(p.ar = qs_arena_new()))
+            p.rc = ES_NOMEM;
+        else
+            p.rc = r->read(r->src, r->source, r->from, r->limit, p.ar,
+                           &p.evs, &p.n, &p.end, &next, p.msg, sizeof p.msg);
         if (!p.rc && p.n == 0)
             p.end = true;
         else if (!p.rc)
@@ -114,6 +119,7 @@ static void take(reader *r, page *out)
         out->evs = v;
         out->n += p->n;
         out->end = p->end;
+        qs_arena_join(out->ar, p->ar);
         free(p->evs);
         memset(p, 0, sizeof *p);
         r->head = (r->head + 1) % AHEAD;
@@ -124,10 +130,10 @@ static void take(reader *r, page *out)
 }
 
 static int read_client(void *src, int source, uint64_t from, unsigned limit,
-                       qs_event ***events, size_t *n, bool *end,
+                       qs_arena *ar, qs_event ***events, size_t *n, bool *end,
                        uint64_t *next, char *msg, size_t msglen)
 {
-    return qs_client_read_all(src, source, from, limit, CALL_TIMEOUT_MS,
+    return qs_client_read_all(src, source, from, limit, CALL_TIMEOUT_MS, ar,
                               events, n, end, next, msg, msglen);
 }
 

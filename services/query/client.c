@@ -143,61 +143,10 @@ static int unary(qs_client *c, const uint8_t *req, size_t req_len,
     return rc;
 }
 
-/* The unpacked page lives only while its events are converted: its many
- * small allocations (each event's strings, bytes and metadata) come from a
- * bump arena released at once, instead of a malloc and a free apiece. */
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t used, cap;
-    max_align_t data[];
-} arena_chunk;
-
-typedef struct arena {
-    arena_chunk *head;
-    bool failed;
-} arena;
-
-#define ARENA_CHUNK ((size_t)256 << 10)
-
-static void *arena_alloc(void *arg, size_t size)
-{
-    arena *a = arg;
-    size_t need = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    arena_chunk *c = a->head;
-    if (!c || c->cap - c->used < need) {
-        size_t cap = need > ARENA_CHUNK ? need : ARENA_CHUNK;
-        if (!(c = malloc(sizeof *c + cap))) {
-            a->failed = true;
-            return NULL;
-        }
-        c->used = 0;
-        c->cap = cap;
-        c->next = a->head;
-        a->head = c;
-    }
-    void *p = (uint8_t *)c->data + c->used;
-    c->used += need;
-    return p;
-}
-
-static void arena_free(void *arg, void *p)
-{
-    (void)arg;
-    (void)p;
-}
-
-static void arena_destroy(arena *a)
-{
-    for (arena_chunk *c = a->head, *next; c; c = next) {
-        next = c->next;
-        free(c);
-    }
-    a->head = NULL;
-}
-
 int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
-                       int64_t timeout_ms, qs_event ***events, size_t *n,
-                       bool *end, uint64_t *next, char *msg, size_t msglen)
+                       int64_t timeout_ms, qs_arena *ar, qs_event ***events,
+                       size_t *n, bool *end, uint64_t *next, char *msg,
+                       size_t msglen)
 {
     Agentmesh__V1__ReadAllRequest req = AGENTMESH__V1__READ_ALL_REQUEST__INIT;
     uint8_t *rb = NULL, *reply = NULL;
@@ -213,22 +162,27 @@ int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
     free(rb);
     if (rc)
         return rc;
-    arena ar = {NULL, false};
-    ProtobufCAllocator alloc = {arena_alloc, arena_free, &ar};
+    /* The unpacked reply (a dozen small allocations per event) comes from
+     * an arena of its own, released at once below; the events from ar, or
+     * from malloc when ar is NULL. */
+    qs_arena *tmp = qs_arena_new();
+    if (!tmp) {
+        free(reply);
+        return ES_NOMEM;
+    }
+    ProtobufCAllocator alloc = qs_arena_allocator(tmp);
     Agentmesh__V1__ReadAllResponse *r =
         agentmesh__v1__read_all_response__unpack(&alloc, reply_len, reply);
     free(reply);
     if (!r) {
-        arena_destroy(&ar);
-        if (ar.failed)
-            return ES_NOMEM;
-        snprintf(msg, msglen, "ReadAll: reply does not parse");
+        qs_arena_free(tmp);
+        snprintf(msg, msglen, "ReadAll: reply does not parse (or no memory)");
         return ES_CLOSED;
     }
     if (r->n_events && !(v = calloc(r->n_events, sizeof *v)))
         rc = ES_NOMEM;
     for (size_t i = 0; !rc && i < r->n_events; i++) {
-        if ((rc = qs_event_from_proto(source, r->events[i], &v[nv])) ==
+        if ((rc = qs_event_from_proto(source, r->events[i], ar, &v[nv])) ==
             ES_INVALID) {
             snprintf(msg, msglen, "event at position %llu: bad payload",
                      (unsigned long long)r->events[i]->position);
@@ -248,6 +202,6 @@ int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
     for (size_t i = 0; i < nv; i++)
         qs_event_free(v[i]);
     free(v);
-    arena_destroy(&ar);
+    qs_arena_free(tmp);
     return rc;
 }

@@ -16,7 +16,7 @@
 
 void qs_event_free(qs_event *ev)
 {
-    if (!ev)
+    if (!ev || ev->in_arena)
         return;
     if (!ev->inline_strings) {
         free(ev->stream);
@@ -32,31 +32,33 @@ void qs_event_free(qs_event *ev)
 
 /* Values never leave memory-sync: drop the sealed value wherever it came
  * from (the EventStore API hands out the log's bytes as they are). */
-static void strip(ProtobufCMessage *m)
+static void strip(ProtobufCMessage *m, bool in_arena)
 {
     if (m->descriptor != &agentmesh__v1__memory_written__descriptor)
         return;
     Agentmesh__V1__MemoryWritten *w = (Agentmesh__V1__MemoryWritten *)m;
-    free(w->sealed_value.data);
+    if (!in_arena)
+        free(w->sealed_value.data);
     w->sealed_value.data = NULL;
     w->sealed_value.len = 0;
 }
 
-/* Sets payload from the decoded message (taken) and packs data. */
-static int finish(qs_event *ev, ProtobufCMessage *m)
+/* Sets payload from the decoded message (taken) and packs data, in ar's
+ * memory when ar is not NULL. */
+static int finish(qs_event *ev, ProtobufCMessage *m, qs_arena *ar)
 {
     ev->payload = m;
     if (!m)
         return ES_OK;
-    strip(m);
-    return qs_pack(m, &ev->data, &ev->data_len);
+    strip(m, ar != NULL);
+    return qs_pack_in(ar, m, &ev->data, &ev->data_len);
 }
 
 /* Packs the feed's form here, on the thread that decodes (catch-up reader,
  * NATS), to keep it out of the one write transaction all paths share. */
-static int pack_feed(qs_event *ev)
+static int pack_feed(qs_event *ev, qs_arena *ar)
 {
-    return qs_feed_pack(ev, &ev->feed, &ev->feed_len);
+    return qs_feed_pack(ev, ar, &ev->feed, &ev->feed_len);
 }
 
 /* The message type of an event type name, or NULL. The registry searches
@@ -104,13 +106,16 @@ typedef struct fields {
 /* The event, its three strings and its id in one allocation (the
  * strings right after the struct): one malloc and one free instead of
  * four of each. */
-static qs_event *alloc_event(const fields *f, const char *tp, size_t tpl)
+static qs_event *alloc_event(const fields *f, const char *tp, size_t tpl,
+                             qs_arena *ar)
 {
     size_t sl = f->stream_len, tl = f->type_len;
-    qs_event *ev = malloc(sizeof *ev + sl + tl + tpl + 3);
+    size_t size = sizeof(qs_event) + sl + tl + tpl + 3;
+    qs_event *ev = ar ? qs_arena_alloc(ar, size) : malloc(size);
     if (!ev)
         return NULL;
     memset(ev, 0, sizeof *ev);
+    ev->in_arena = ar != NULL;
     char *p = (char *)(ev + 1);
     ev->stream = p;
     memcpy(p, f->stream, sl);
@@ -125,7 +130,8 @@ static qs_event *alloc_event(const fields *f, const char *tp, size_t tpl)
     return ev;
 }
 
-static int from_fields(int source, const fields *f, qs_event **out)
+static int from_fields(int source, const fields *f, qs_arena *ar,
+                       qs_event **out)
 {
     /* The outbox forwards only W3C values: keep what NATS would carry. */
     char tp[56];
@@ -138,7 +144,10 @@ static int from_fields(int source, const fields *f, qs_event **out)
         if (!traceparent_valid(tp))
             tpl = 0;
     }
-    qs_event *ev = alloc_event(f, tp, tpl);
+    qs_event *ev = alloc_event(f, tp, tpl, ar);
+    ProtobufCAllocator al;
+    if (ar)
+        al = qs_arena_allocator(ar);
     int rc = ES_NOMEM;
     if (!ev)
         return ES_NOMEM;
@@ -149,20 +158,23 @@ static int from_fields(int source, const fields *f, qs_event **out)
     snprintf(ev->event_id, sizeof ev->event_id, "%s", f->event_id);
     const ProtobufCMessageDescriptor *d = find_type(ev->type);
     ProtobufCMessage *m =
-        d ? protobuf_c_message_unpack(d, NULL, f->data_len, f->data) : NULL;
+        d ? protobuf_c_message_unpack(d, ar ? &al : NULL, f->data_len,
+                                      f->data)
+          : NULL;
     if (m) {
-        if ((rc = finish(ev, m)))
+        if ((rc = finish(ev, m, ar)))
             goto out;
     } else if (f->data_len) {
         /* Not an API payload (or one that does not parse): the outbox
          * dead-letters such events, so only catch-up sees them; the feed
          * keeps the bytes as they are and no read model interprets them. */
-        if (!(ev->data = malloc(f->data_len)))
+        if (!(ev->data = ar ? qs_arena_alloc(ar, f->data_len)
+                            : malloc(f->data_len)))
             goto out;
         memcpy(ev->data, f->data, f->data_len);
         ev->data_len = f->data_len;
     }
-    if ((rc = pack_feed(ev)))
+    if ((rc = pack_feed(ev, ar)))
         goto out;
     *out = ev;
     ev = NULL;
@@ -178,7 +190,7 @@ static size_t len_of(const char *s)
 }
 
 int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
-                        qs_event **out)
+                        qs_arena *ar, qs_event **out)
 {
     const char *tp = e->metadata && e->metadata->traceparent
                          ? e->metadata->traceparent : "";
@@ -187,10 +199,11 @@ int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
                 e->stream ? e->stream : "", e->type ? e->type : "", tp,
                 len_of(e->stream), len_of(e->type), strlen(tp),
                 e->data.data, e->data.len};
-    return from_fields(source, &f, out);
+    return from_fields(source, &f, ar, out);
 }
 
-int qs_event_from_es(int source, const es_event *e, qs_event **out)
+int qs_event_from_es(int source, const es_event *e, qs_arena *ar,
+                     qs_event **out)
 {
     char id[37];
     es_id_format(e->id, id);
@@ -199,7 +212,7 @@ int qs_event_from_es(int source, const es_event *e, qs_event **out)
                 e->stream_len, e->type_len,
                 e->traceparent ? e->traceparent_len : 0,
                 e->data, e->data_len};
-    return from_fields(source, &f, out);
+    return from_fields(source, &f, ar, out);
 }
 
 /* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's
@@ -401,9 +414,9 @@ int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
             goto out;
         }
     }
-    rc = finish(ev, m);
+    rc = finish(ev, m, NULL);
     m = NULL;
-    if (rc || (rc = pack_feed(ev)))
+    if (rc || (rc = pack_feed(ev, NULL)))
         goto out;
     *out = ev;
     ev = NULL;

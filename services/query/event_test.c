@@ -48,6 +48,8 @@ static void same(const qs_event *a, const qs_event *b)
     CHECK(!strcmp(a->event_id, b->event_id) && !strcmp(a->stream, b->stream) &&
           !strcmp(a->type, b->type) && !strcmp(a->traceparent, b->traceparent));
     CHECK(a->data_len == b->data_len && !memcmp(a->data, b->data, a->data_len));
+    CHECK(a->feed && b->feed && a->feed_len == b->feed_len &&
+          !memcmp(a->feed, b->feed, a->feed_len));
 }
 
 int main(void)
@@ -97,9 +99,46 @@ int main(void)
     e.data.data = buf;
     e.data.len = agentmesh__v1__memory_written__pack(&mw, buf);
     qs_event *api = NULL;
-    CHECK(qs_event_from_proto(QS_MEMORY, &e, &api) == ES_OK);
+    CHECK(qs_event_from_proto(QS_MEMORY, &e, NULL, &api) == ES_OK);
     same(fast, api);
     qs_event_free(api);
+
+    /* The same through an arena, and from the log's record read in place:
+     * the read models get the very same event. */
+    qs_arena *ar = qs_arena_new();
+    CHECK(ar);
+    CHECK(qs_event_from_proto(QS_MEMORY, &e, ar, &api) == ES_OK);
+    CHECK(api->in_arena);
+    same(fast, api);
+    qs_event_free(api); /* a no-op: the arena owns it */
+    es_event rec;
+    memset(&rec, 0, sizeof rec);
+    static const uint8_t id[16] = {0x01, 0xa2, 0x01, 0x30, 0xf5, 0xdf,
+                                   0x72, 0x07, 0x96, 0xab, 0xe9, 0xb0,
+                                   0xb2, 0xb6, 0xcd, 0x00};
+    memcpy(rec.id, id, 16);
+    rec.position = 42;
+    rec.stream_version = 7;
+    rec.time_unix_nano = e.time_unix_nano;
+    rec.stream = "memory-nsXX"; /* not NUL-terminated in a record */
+    rec.stream_len = 9;
+    rec.type = e.type;
+    rec.type_len = strlen(e.type);
+    rec.traceparent = m.traceparent;
+    rec.traceparent_len = strlen(m.traceparent);
+    rec.actor = "someone";
+    rec.actor_len = 7;
+    rec.data = buf;
+    rec.data_len = e.data.len;
+    for (int with_arena = 0; with_arena < 2; with_arena++) {
+        qs_event *logged = NULL;
+        CHECK(qs_event_from_es(QS_MEMORY, &rec, with_arena ? ar : NULL,
+                               &logged) == ES_OK);
+        CHECK(!strcmp(logged->stream, "memory-ns"));
+        same(fast, logged);
+        qs_event_free(logged);
+    }
+    qs_arena_free(ar);
     qs_event_free(fast);
 
     const char *bad[] = {

@@ -33,7 +33,8 @@ int qs_feed_flush(qs_tx *tx)
     return es_checkpoint_put(tx->txn, SEQ_NAME, tx->feed_seq);
 }
 
-int qs_feed_pack(const qs_event *ev, uint8_t **out, size_t *len)
+int qs_feed_pack(const qs_event *ev, qs_arena *ar, uint8_t **out,
+                 size_t *len)
 {
     /* Borrowed pointers only: packed at once, nothing to free. */
     Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
@@ -50,7 +51,7 @@ int qs_feed_pack(const qs_event *ev, uint8_t **out, size_t *len)
     e.data.len = ev->data_len;
     e.source = (char *)qs_source_name(ev->source);
     e.content_type = CONTENT_TYPE;
-    return qs_pack(&e.base, out, len);
+    return qs_pack_in(ar, &e.base, out, len);
 }
 
 int qs_feed_apply(qs_tx *tx, const qs_event *ev)
@@ -60,7 +61,7 @@ int qs_feed_apply(qs_tx *tx, const qs_event *ev)
     size_t len = ev->feed_len;
     int rc;
     if (!buf) {
-        if ((rc = qs_feed_pack(ev, &own, &len)))
+        if ((rc = qs_feed_pack(ev, NULL, &own, &len)))
             return rc;
         buf = own;
     }

@@ -43,8 +43,8 @@ void qs_log_close(qs_log *l)
 }
 
 int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
-                    qs_event ***events, size_t *n, bool *end, uint64_t *next,
-                    char *msg, size_t msglen)
+                    qs_arena *ar, qs_event ***events, size_t *n, bool *end,
+                    uint64_t *next, char *msg, size_t msglen)
 {
     qs_log *l = src;
     es_txn *txn = NULL;
@@ -66,7 +66,7 @@ int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
         goto out;
     }
     for (; nv < pg.count; nv++) {
-        if ((rc = qs_event_from_es(source, &l->buf[nv], &v[nv]))) {
+        if ((rc = qs_event_from_es(source, &l->buf[nv], ar, &v[nv]))) {
             snprintf(msg, msglen, "event at position %llu: %s",
                      (unsigned long long)l->buf[nv].position,
                      es_strerror(rc));

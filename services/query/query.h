@@ -34,6 +34,21 @@ const char *qs_source_name(int source);
 /* The source index of a name (n bytes), or -1. */
 int qs_source_parse(const char *name, size_t n);
 
+/* ---- Arenas -----------------------------------------------------------------
+ * Bump allocation released all at once (a catch-up page and its events).
+ * Not thread-safe: one thread allocates; another may free afterwards. */
+typedef struct qs_arena qs_arena;
+/* NULL when out of memory. */
+qs_arena *qs_arena_new(void);
+/* Aligned for any type; NULL when out of memory. */
+void *qs_arena_alloc(qs_arena *a, size_t size);
+/* Moves b's memory into a and frees b (NULL b: no-op). */
+void qs_arena_join(qs_arena *a, qs_arena *b);
+/* Frees everything allocated from a, and a (NULL: no-op). */
+void qs_arena_free(qs_arena *a);
+/* A protobuf-c allocator over a (free is a no-op). */
+ProtobufCAllocator qs_arena_allocator(qs_arena *a);
+
 /* ---- Events ----------------------------------------------------------------
  * One event as the read models see it, whichever path brought it: the
  * payload decoded (MemoryWritten.sealed_value cleared) and packed again, so
@@ -58,18 +73,22 @@ typedef struct qs_event {
     uint8_t *feed;
     size_t feed_len;
     bool inline_strings; /* stream, type, traceparent share ev's block */
+    bool in_arena;       /* everything of it is in an arena: freeing the
+                            event is the arena's job */
 } qs_event;
 
 /* Frees an event (NULL is a no-op). */
 void qs_event_free(qs_event *ev);
-/* From an EventStore API event (borrowed). *out is owned by the caller.
- * Errors: ES_NOMEM, ES_INVALID (bad payload). */
+/* From an EventStore API event (borrowed). *out is owned by the caller,
+ * or, when ar is not NULL, allocated from ar (then qs_event_free does
+ * nothing and the event lives as long as ar). Errors: ES_NOMEM. */
 int qs_event_from_proto(int source, const Agentmesh__V1__Event *e,
-                        qs_event **out);
+                        qs_arena *ar, qs_event **out);
 /* From an event of a source's log read in place (es_read_all; borrowed).
  * Gives the very event qs_event_from_proto gives for the same record
  * served through the EventStore API. Errors: ES_NOMEM, ES_INVALID. */
-int qs_event_from_es(int source, const es_event *e, qs_event **out);
+int qs_event_from_es(int source, const es_event *e, qs_arena *ar,
+                     qs_event **out);
 /* From a CloudEvents JSON body as the outbox publishes it (borrowed).
  * Errors: ES_NOMEM, ES_INVALID (not an agentmesh event; why says). */
 int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
@@ -80,6 +99,9 @@ void qs_be64(uint8_t out[8], uint64_t v);
 uint64_t qs_get_be64(const uint8_t in[8]);
 /* Packs a message into a new malloc'd buffer (*out, caller frees); ES_NOMEM. */
 int qs_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
+/* The same into ar's memory (ar NULL: malloc). */
+int qs_pack_in(qs_arena *ar, const ProtobufCMessage *m, uint8_t **out,
+               size_t *len);
 /* A malloc'd NUL-terminated copy of n bytes of s (NULL s = ""), or NULL. */
 char *qs_strndup(const char *s, size_t n);
 int64_t qs_mono_ms(void);
@@ -176,8 +198,10 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev);
 int qs_memory_apply(qs_tx *tx, const qs_event *ev);
 int qs_feed_apply(qs_tx *tx, const qs_event *ev);
 /* The event as the feed stores it: a packed agentmesh.v1.Event in a new
- * malloc'd buffer (*out, caller frees). Errors: ES_NOMEM. */
-int qs_feed_pack(const qs_event *ev, uint8_t **out, size_t *len);
+ * malloc'd buffer (*out, caller frees), or in ar's memory when ar is not
+ * NULL. Errors: ES_NOMEM. */
+int qs_feed_pack(const qs_event *ev, qs_arena *ar, uint8_t **out,
+                 size_t *len);
 int qs_stats_apply(qs_tx *tx, const qs_event *ev);
 /* Stats counters in namespace q.stats, key "<group>:<name>" (8-byte
  * big-endian), changed by delta at the end of the batch. */
@@ -324,11 +348,13 @@ typedef struct qs_client qs_client;
 int qs_client_create(const char *target, qs_client **out);
 void qs_client_destroy(qs_client *c);
 /* One ReadAll page from `from` (inclusive). *events (n) are owned by the
- * caller (qs_event_free each, free the array). *end set on the last page.
+ * caller (qs_event_free each, free the array); with ar, the events are
+ * allocated from it (see qs_event_from_proto). *end set on the last page.
  * Errors: ES_CLOSED (unreachable or failed call; msg says), ES_NOMEM. */
 int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
-                       int64_t timeout_ms, qs_event ***events, size_t *n,
-                       bool *end, uint64_t *next, char *msg, size_t msglen);
+                       int64_t timeout_ms, qs_arena *ar, qs_event ***events,
+                       size_t *n, bool *end, uint64_t *next, char *msg,
+                       size_t msglen);
 
 /* Catches source up from its checkpoint to the end of its log through c:
  * a helper thread reads up to six pages ahead, and the pages read so far
@@ -351,8 +377,8 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
  * from `from` inclusive, *end on the last page, *next where the next page
  * starts), on the reader thread. */
 typedef int (*qs_read_fn)(void *src, int source, uint64_t from,
-                          unsigned limit, qs_event ***events, size_t *n,
-                          bool *end, uint64_t *next, char *msg,
+                          unsigned limit, qs_arena *ar, qs_event ***events,
+                          size_t *n, bool *end, uint64_t *next, char *msg,
                           size_t msglen);
 /* qs_catch_up over any page source. */
 int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
@@ -369,8 +395,8 @@ int qs_log_open(const char *dir, qs_log **out);
 void qs_log_close(qs_log *log);
 /* A qs_read_fn over a qs_log (src): up to limit (1..ES_PAGE_MAX) events. */
 int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
-                    qs_event ***events, size_t *n, bool *end, uint64_t *next,
-                    char *msg, size_t msglen);
+                    qs_arena *ar, qs_event ***events, size_t *n, bool *end,
+                    uint64_t *next, char *msg, size_t msglen);
 
 /* ---- Rebuild and dump ------------------------------------------------------- */
 

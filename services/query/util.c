@@ -41,8 +41,14 @@ uint64_t qs_get_be64(const uint8_t in[8])
 
 int qs_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len)
 {
+    return qs_pack_in(NULL, m, out, len);
+}
+
+int qs_pack_in(qs_arena *ar, const ProtobufCMessage *m, uint8_t **out,
+               size_t *len)
+{
     size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t *b = malloc(n ? n : 1);
+    uint8_t *b = ar ? qs_arena_alloc(ar, n ? n : 1) : malloc(n ? n : 1);
     if (!b)
         return ES_NOMEM;
     protobuf_c_message_pack(m, b);
