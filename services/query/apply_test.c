@@ -26,8 +26,17 @@ static qs_event *submitted(uint64_t position)
     snprintf(id, sizeof id, "t%llu", (unsigned long long)position);
     snprintf(stream, sizeof stream, "task-%s", id);
     Agentmesh__V1__TaskSubmitted p = AGENTMESH__V1__TASK_SUBMITTED__INIT;
+    char *caps[] = {"py", "gpu"};
     p.task_id = id;
     p.input = "{}";
+    /* Some name an agent and capabilities, so every index is written. */
+    if (position % 3 == 0) {
+        p.agent_id = "agent-7";
+        p.required_capabilities = caps;
+        p.n_required_capabilities = 2;
+        p.priority = 5;
+        p.idempotency_key = "idem";
+    }
     p.submitted_at_unix_nano = 1000000000ll * (int64_t)position;
     uint8_t buf[256];
     size_t len = agentmesh__v1__task_submitted__pack(&p, buf);
@@ -97,6 +106,46 @@ static uint64_t counts(qs_db *db)
     return pending;
 }
 
+/* The record of a new task is made where the event is decoded; applied
+ * without it (as the general path does) the read models are the same. */
+static void test_prepared_records(const char *base)
+{
+    char dir[2][600];
+    char *text[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        snprintf(dir[k], sizeof dir[k], "%s/prepared-%d", base, k);
+        qs_db *db = NULL;
+        CHECK(qs_db_open(dir[k], false, &db) == ES_OK);
+        qs_event *evs[16];
+        qs_apply_result res;
+        for (uint64_t first = 1; first <= 48; first += 16) {
+            for (size_t i = 0; i < 16; i++) {
+                evs[i] = submitted(first + i);
+                CHECK(evs[i]->task_rec != NULL);
+                if (k == 1) {
+                    free(evs[i]->task_rec);
+                    evs[i]->task_rec = NULL;
+                }
+            }
+            CHECK(qs_apply(db, QS_AGENTS, evs, 16, &res) == ES_OK);
+            CHECK(res.applied == 16);
+            for (size_t i = 0; i < 16; i++)
+                qs_event_free(evs[i]);
+        }
+        qs_db_close(db);
+        FILE *f = open_memstream(&text[k], &len[k]);
+        CHECK(f && qs_dump(dir[k], f) == ES_OK);
+        fclose(f);
+        CHECK(qs_db_remove_env(dir[k]) == ES_OK);
+        rmdir(dir[k]);
+    }
+    CHECK(len[0] > 1000 && len[0] == len[1] && !memcmp(text[0], text[1], len[0]));
+    CHECK(strstr(text[0], "q.tasks.agent ") && strstr(text[0], "q.timeline "));
+    free(text[0]);
+    free(text[1]);
+}
+
 /* What the first layout wrote: a task index key and a checkpoint. */
 static int old_layout(es_txn *txn, const es_append_result *ap, void *arg)
 {
@@ -112,6 +161,7 @@ int main(void)
     const char *tmp = getenv("TEST_TMPDIR");
     snprintf(dir, sizeof dir, "%s/qs-apply-test-XXXXXX", tmp ? tmp : "/tmp");
     CHECK(mkdtemp(dir));
+    test_prepared_records(dir);
     qs_db *db = NULL;
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
 

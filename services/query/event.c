@@ -27,6 +27,7 @@ void qs_event_free(qs_event *ev)
         protobuf_c_message_free_unpacked(ev->payload, NULL);
     free(ev->data);
     free(ev->feed);
+    free(ev->task_rec);
     free(ev);
 }
 
@@ -54,11 +55,13 @@ static int finish(qs_event *ev, ProtobufCMessage *m, qs_arena *ar)
     return qs_pack_in(ar, m, &ev->data, &ev->data_len);
 }
 
-/* Packs the feed's form here, on the thread that decodes (catch-up reader,
- * NATS), to keep it out of the one write transaction all paths share. */
+/* Packs the feed's form and a new task's record here, on the thread that
+ * decodes (catch-up reader, NATS), to keep them out of the one write
+ * transaction all paths share. */
 static int pack_feed(qs_event *ev, qs_arena *ar)
 {
-    return qs_feed_pack(ev, ar, &ev->feed, &ev->feed_len);
+    int rc = qs_feed_pack(ev, ar, &ev->feed, &ev->feed_len);
+    return rc ? rc : qs_tasks_prepare(ev, ar);
 }
 
 /* The message type of an event type name, or NULL. The registry searches
@@ -155,7 +158,9 @@ static int from_fields(int source, const fields *f, qs_arena *ar,
     ev->position = f->position;
     ev->stream_version = f->stream_version;
     ev->time_unix_nano = f->time_unix_nano;
-    snprintf(ev->event_id, sizeof ev->event_id, "%s", f->event_id);
+    size_t idl = strnlen(f->event_id, sizeof ev->event_id - 1);
+    memcpy(ev->event_id, f->event_id, idl);
+    ev->event_id[idl] = '\0';
     const ProtobufCMessageDescriptor *d = find_type(ev->type);
     ProtobufCMessage *m =
         d ? protobuf_c_message_unpack(d, ar ? &al : NULL, f->data_len,

@@ -72,6 +72,10 @@ typedef struct qs_event {
      * made yet (qs_feed_apply packs it then). */
     uint8_t *feed;
     size_t feed_len;
+    /* A task stream's first event: the task record it makes, encoded
+     * where the event is decoded (qs_tasks_prepare); NULL otherwise. */
+    uint8_t *task_rec;
+    size_t task_rec_len;
     bool inline_strings; /* stream, type, traceparent share ev's block */
     bool in_arena;       /* everything of it is in an arena: freeing the
                             event is the arena's job */
@@ -195,6 +199,10 @@ extern const char *const qs_namespaces[];
 /* Each read model's share of applying one event inside the write txn. */
 int qs_agents_apply(qs_tx *tx, const qs_event *ev);
 int qs_tasks_apply(qs_tx *tx, const qs_event *ev);
+/* Encodes the task record a task stream's first event makes into
+ * ev->task_rec (from ar, or malloc when ar is NULL); a no-op for other
+ * events. Errors: ES_NOMEM. */
+int qs_tasks_prepare(qs_event *ev, qs_arena *ar);
 int qs_memory_apply(qs_tx *tx, const qs_event *ev);
 int qs_feed_apply(qs_tx *tx, const qs_event *ev);
 /* The event as the feed stores it: a packed agentmesh.v1.Event in a new

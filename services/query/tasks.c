@@ -60,11 +60,12 @@ static int load(es_txn *txn, const char *id, rec *r)
     return r->t ? ES_OK : ES_CORRUPT;
 }
 
-static int store(es_txn *txn, const rec *r)
+/* The stored form of a record, in a new buffer from ar (NULL: malloc). */
+static int encode(const rec *r, qs_arena *ar, uint8_t **out, size_t *len)
 {
     size_t tl = strlen(r->target);
     size_t pl = protobuf_c_message_get_packed_size(&r->t->base);
-    uint8_t *b = malloc(10 + tl + pl);
+    uint8_t *b = ar ? qs_arena_alloc(ar, 10 + tl + pl) : malloc(10 + tl + pl);
     if (!b)
         return ES_NOMEM;
     qs_be64(b, r->created);
@@ -72,8 +73,19 @@ static int store(es_txn *txn, const rec *r)
     b[9] = (uint8_t)tl;
     memcpy(b + 10, r->target, tl);
     protobuf_c_message_pack(&r->t->base, b + 10 + tl);
-    int rc = es_kv_put(txn, NS, r->t->task_id, strlen(r->t->task_id), b,
-                       10 + tl + pl);
+    *out = b;
+    *len = 10 + tl + pl;
+    return ES_OK;
+}
+
+static int store(es_txn *txn, const rec *r)
+{
+    uint8_t *b;
+    size_t len;
+    int rc = encode(r, NULL, &b, &len);
+    if (rc)
+        return rc;
+    rc = es_kv_put(txn, NS, r->t->task_id, strlen(r->t->task_id), b, len);
     free(b);
     return rc;
 }
@@ -108,16 +120,15 @@ static void keys_of(const Agentmesh__V1__Task *t, keys *k)
 /* Brings a task's index entries and state counter from `old` (NULL for a
  * new task) to the record's: only the entries whose key changed are
  * deleted and written, since most events change one field of a task. */
-static int index_task(qs_tx *tx, const rec *r, const keys *old)
+static int index_task(qs_tx *tx, const char *id, uint64_t created,
+                      const keys *nowp, const keys *old)
 {
     es_txn *txn = tx->txn;
-    const char *id = r->t->task_id;
     size_t idl = strlen(id);
-    keys now;
+    const keys now = *nowp;
     uint8_t k[ID_MAX + 32];
     size_t kl;
     int rc;
-    keys_of(r->t, &now);
 #define EDIT(ns, put)                                                         \
     do {                                                                      \
         rc = (put) ? es_kv_put(txn, ns, k, kl, id, idl)                       \
@@ -128,19 +139,19 @@ static int index_task(qs_tx *tx, const rec *r, const keys *old)
     for (int put = old ? 0 : 1; put < 2; put++) {
         const keys *x = put ? &now : old;
         if (!old) {
-            qs_be64(k, r->created);
+            qs_be64(k, created);
             kl = 8;
             EDIT(NS_POS, put);
         }
         if (!old || old->state != now.state) {
             k[0] = (uint8_t)x->state;
-            qs_be64(k + 1, r->created);
+            qs_be64(k + 1, created);
             kl = 9;
             EDIT(NS_STATE, put);
         }
         if (!old || old->submitted != now.submitted) {
             qs_be64(k, time_key(x->submitted));
-            qs_be64(k + 8, r->created);
+            qs_be64(k + 8, created);
             kl = 16;
             EDIT(NS_TIME, put);
         }
@@ -149,7 +160,7 @@ static int index_task(qs_tx *tx, const rec *r, const keys *old)
                             strcmp(old->agent, now.agent))) {
             memcpy(k, x->agent, al);
             k[al] = 0;
-            qs_be64(k + al + 1, r->created);
+            qs_be64(k + al + 1, created);
             kl = al + 9;
             EDIT(NS_AGENT, put);
         }
@@ -257,15 +268,88 @@ static int timeline_add(es_txn *txn, const qs_event *ev, const char *id)
     return es_kv_put(txn, NS_TIMELINE, k, idl + 9, v, 8);
 }
 
+/* The record a task stream's first event makes: all of it follows from
+ * the event (a TaskSubmitted), so the decoding thread makes it. */
+static int first_record(const qs_event *ev, const char *id, rec *r)
+{
+    if (!(r->t = malloc(sizeof *r->t)))
+        return ES_NOMEM;
+    agentmesh__v1__task__init(r->t);
+    if (!(r->t->task_id = strdup(id)))
+        return ES_NOMEM;
+    r->created = ev->position;
+    bool changed;
+    int rc = fold(r, ev, &changed);
+    r->t->version = ev->stream_version;
+    r->t->position = ev->position;
+    r->t->updated_at_unix_nano = ev->time_unix_nano;
+    return rc;
+}
+
+/* The task id of a task stream's event, or NULL. */
+static const char *task_id_of(const qs_event *ev)
+{
+    size_t pl = sizeof PREFIX - 1;
+    if (strncmp(ev->stream, PREFIX, pl) || !ev->stream[pl] || !ev->payload ||
+        strlen(ev->stream + pl) > ID_MAX)
+        return NULL;
+    return ev->stream + pl;
+}
+
+static bool makes_task(const qs_event *ev)
+{
+    return ev->stream_version == 0 &&
+           ev->payload->descriptor == &agentmesh__v1__task_submitted__descriptor;
+}
+
+int qs_tasks_prepare(qs_event *ev, qs_arena *ar)
+{
+    const char *id = task_id_of(ev);
+    if (!id || !makes_task(ev))
+        return ES_OK;
+    rec r;
+    memset(&r, 0, sizeof r);
+    int rc = first_record(ev, id, &r);
+    if (!rc)
+        rc = encode(&r, ar, &ev->task_rec, &ev->task_rec_len);
+    if (r.t)
+        protobuf_c_message_free_unpacked(&r.t->base, NULL);
+    return rc;
+}
+
+/* A new task from its prepared record: the record, the index entries of
+ * a PENDING task and its first timeline entry. */
+static int apply_prepared(qs_tx *tx, const qs_event *ev, const char *id)
+{
+    const Agentmesh__V1__TaskSubmitted *p = (const void *)ev->payload;
+    const uint8_t *b = ev->task_rec;
+    keys now;
+    memset(&now, 0, sizeof now);
+    if (ev->task_rec_len < 10)
+        return ES_CORRUPT;
+    size_t al = (size_t)b[8] << 8 | b[9]; /* the requested agent */
+    if (al > ID_MAX || 10 + al > ev->task_rec_len)
+        return ES_CORRUPT;
+    memcpy(now.agent, b + 10, al);
+    now.agent[al] = '\0';
+    now.by_agent = al > 0;
+    now.state = AGENTMESH__V1__TASK_STATE__TASK_STATE_PENDING;
+    now.submitted = p->submitted_at_unix_nano;
+    int rc = es_kv_put(tx->txn, NS, id, strlen(id), ev->task_rec,
+                       ev->task_rec_len);
+    if (!rc)
+        rc = index_task(tx, id, ev->position, &now, NULL);
+    return rc ? rc : timeline_add(tx->txn, ev, id);
+}
+
 int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
 {
     es_txn *txn = tx->txn;
-    size_t pl = strlen(PREFIX);
-    if (strncmp(ev->stream, PREFIX, pl) || !ev->stream[pl] || !ev->payload)
+    const char *id = task_id_of(ev);
+    if (!id)
         return ES_OK;
-    const char *id = ev->stream + pl;
-    if (strlen(id) > ID_MAX)
-        return ES_OK;
+    if (ev->task_rec && makes_task(ev))
+        return apply_prepared(tx, ev, id);
     rec r;
     memset(&r, 0, sizeof r);
     /* A stream's first event (version 0) finds no record: records are made
@@ -298,8 +382,10 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
     r.t->version = ev->stream_version;
     r.t->position = ev->position;
     r.t->updated_at_unix_nano = ev->time_unix_nano;
+    keys now;
+    keys_of(r.t, &now);
     if ((rc = store(txn, &r)) ||
-        (rc = index_task(tx, &r, existed ? &old : NULL)) ||
+        (rc = index_task(tx, id, r.created, &now, existed ? &old : NULL)) ||
         (rc = timeline_add(txn, ev, id)))
         goto out;
     if (existed && active(old.state) &&
