@@ -3,6 +3,8 @@
  * from live exactly as long as the page, so they are carved out of a few
  * large chunks and released together, instead of a dozen mallocs per event
  * on the reader thread and as many frees on another. */
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,54 @@ struct qs_arena {
 };
 
 #define CHUNK ((size_t)256 << 10)
+/* Freed chunks of the usual size are kept for the next pages (the reader
+ * allocates what the applying thread frees): fresh memory would cost a
+ * page fault and a zeroed page every 4 KiB. At most 32 MiB kept. */
+#define CACHE_MAX 128
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static chunk *cache;
+static unsigned cached;
+
+static chunk *cache_take(void)
+{
+    pthread_mutex_lock(&cache_mu);
+    chunk *c = cache;
+    if (c) {
+        cache = c->next;
+        cached--;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return c;
+}
+
+/* Keeps c when there is room; false if the caller must free it. */
+static bool cache_put(chunk *c)
+{
+    bool kept = false;
+    pthread_mutex_lock(&cache_mu);
+    if (cached < CACHE_MAX) {
+        c->next = cache;
+        cache = c;
+        cached++;
+        kept = true;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return kept;
+}
+
+void qs_arena_cache_clear(void)
+{
+    pthread_mutex_lock(&cache_mu);
+    chunk *c = cache;
+    cache = NULL;
+    cached = 0;
+    pthread_mutex_unlock(&cache_mu);
+    for (chunk *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+}
 
 qs_arena *qs_arena_new(void)
 {
@@ -37,7 +87,10 @@ void *qs_arena_alloc(qs_arena *a, size_t size)
         need = sizeof(max_align_t);
     if (!c || c->cap - c->used < need) {
         size_t cap = need > CHUNK ? need : CHUNK;
-        if (cap > SIZE_MAX - sizeof *c || !(c = malloc(sizeof *c + cap)))
+        if (cap > SIZE_MAX - sizeof *c)
+            return NULL;
+        if (!(c = cap == CHUNK ? cache_take() : NULL) &&
+            !(c = malloc(sizeof *c + cap)))
             return NULL;
         c->used = 0;
         c->cap = cap;
@@ -72,7 +125,8 @@ void qs_arena_free(qs_arena *a)
         return;
     for (chunk *c = a->head, *next; c; c = next) {
         next = c->next;
-        free(c);
+        if (c->cap != CHUNK || !cache_put(c))
+            free(c);
     }
     free(a);
 }

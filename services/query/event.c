@@ -81,18 +81,25 @@ static const ProtobufCMessageDescriptor *find_type(const char *name)
     return d;
 }
 
+/* Lower-case hex digits (the only ones W3C Trace Context allows). */
+static bool lower_hex(unsigned char c)
+{
+    return (unsigned)(c - '0') < 10 || (unsigned)(c - 'a') < 6;
+}
+
 static bool traceparent_valid(const char *s)
 {
     /* W3C Trace Context version 00: 00-<32 hex>-<16 hex>-<2 hex>. */
-    if (strlen(s) != 55)
+    if (strlen(s) != 55 || s[0] != '0' || s[1] != '0' || s[2] != '-' ||
+        s[35] != '-' || s[52] != '-')
         return false;
-    for (size_t i = 0; i < 55; i++) {
-        bool dash = i == 2 || i == 35 || i == 52;
-        char c = s[i];
-        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-    }
-    return s[0] == '0' && s[1] == '0';
+    unsigned bad = 0;
+    for (size_t i = 3; i < 35; i++)
+        bad |= !lower_hex((unsigned char)s[i]);
+    for (size_t i = 36; i < 52; i++)
+        bad |= !lower_hex((unsigned char)s[i]);
+    return !bad && lower_hex((unsigned char)s[53]) &&
+           lower_hex((unsigned char)s[54]);
 }
 
 /* What both log paths (the EventStore API and the log file) give. */

@@ -139,6 +139,24 @@ int main(void)
         qs_event_free(logged);
     }
     qs_arena_free(ar);
+
+    /* Only W3C traceparents are kept (the outbox forwards nothing else). */
+    const char *tps[] = {
+        "00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-01", /* ok */
+        "00-C6A6172CBC6D8F2B5E33FE1F0A7FE04A-2FE2C9865749F1EA-01",
+        "01-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-01",
+        "00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a_2fe2c9865749f1ea-01",
+        "00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-0g",
+        "00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-011",
+        "00-c6a6172cbc6d8f2b5e33fe1f0a7fe04a-2fe2c9865749f1ea-0",
+        "",
+    };
+    for (size_t i = 0; i < sizeof tps / sizeof tps[0]; i++) {
+        m.traceparent = (char *)tps[i];
+        CHECK(qs_event_from_proto(QS_MEMORY, &e, NULL, &api) == ES_OK);
+        CHECK(!strcmp(api->traceparent, i == 0 ? tps[0] : ""));
+        qs_event_free(api);
+    }
     qs_event_free(fast);
 
     const char *bad[] = {

@@ -334,4 +334,5 @@ void qs_projector_stop(qs_projector *p)
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
+    qs_arena_cache_clear();
 }

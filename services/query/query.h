@@ -48,6 +48,9 @@ void qs_arena_join(qs_arena *a, qs_arena *b);
 void qs_arena_free(qs_arena *a);
 /* A protobuf-c allocator over a (free is a no-op). */
 ProtobufCAllocator qs_arena_allocator(qs_arena *a);
+/* Freed arenas' chunks are kept for reuse (up to 32 MiB, process-wide);
+ * this releases them (at shutdown, after a rebuild). Thread-safe. */
+void qs_arena_cache_clear(void);
 
 /* ---- Events ----------------------------------------------------------------
  * One event as the read models see it, whichever path brought it: the

@@ -155,6 +155,7 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
                 times.applying, s > 0 ? (double)total(&p) / s : 0.0);
     pthread_mutex_destroy(&p.mu);
     qs_db_close(db);
+    qs_arena_cache_clear();
     return rc;
 }
 typedef struct dump_ctx {
