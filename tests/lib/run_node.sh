@@ -12,6 +12,12 @@ if [ "${AGENTMESH_SANITIZER:-}" = tsan ] && [ -f services/common/tsan.supp ]; th
     TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$(pwd)/services/common/tsan.supp"
     export TSAN_OPTIONS
 fi
+# Temporary folders (stores, nats-server data) go under the test's own
+# temporary directory, which Bazel owns, instead of piling up in /tmp.
+if [ -n "${TEST_TMPDIR:-}" ]; then
+    TMPDIR="$TEST_TMPDIR"
+    export TMPDIR
+fi
 if [ -z "${AGENTMESH_ROOT:-}" ]; then
     dir=$(dirname "$(readlink -f tests/lib/grpc_node.js)")
     while [ "$dir" != "/" ]; do
