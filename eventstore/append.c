@@ -190,6 +190,44 @@ int es_write(es_store *s, es_txn_fn fn, void *arg)
     return submit(s, &r);
 }
 
+int es_write_inline(es_store *s, es_txn_fn fn, void *arg)
+{
+    if (!s || !fn)
+        return ES_INVALID;
+    if (s->rdonly)
+        return ES_READONLY;
+    for (;;) {
+        MDB_txn *txn = NULL;
+        pthread_rwlock_rdlock(&s->map_lock);
+        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc) {
+            pthread_rwlock_unlock(&s->map_lock);
+            return es__status_from_mdb(rc);
+        }
+        es_txn t;
+        memset(&t, 0, sizeof t);
+        t.store = s;
+        t.txn = txn;
+        t.write = true;
+        rc = fn(&t, NULL, arg);
+        es__txn_close_cursors(&t);
+        if (!rc && !t.map_full) {
+            rc = mdb_txn_commit(txn);
+            if (rc == MDB_MAP_FULL)
+                t.map_full = true;
+            rc = es__status_from_mdb(rc);
+        } else {
+            mdb_txn_abort(txn);
+        }
+        pthread_rwlock_unlock(&s->map_lock);
+        if (!t.map_full)
+            return rc;
+        /* Undone: grow the map (no txn open here now) and run fn again. */
+        if ((rc = es__grow_map(s)))
+            return rc;
+    }
+}
+
 /* ---- the writer ---------------------------------------------------------- */
 
 /* A put failed: a full map or any engine error poisons the transaction. */
@@ -418,7 +456,12 @@ static void run_batch(es_store *s, es__req *list)
         b.pos = s->last_pos;
         memcpy(b.hash, s->last_hash, ES_HASH_SIZE);
         b.now = es__now_ns();
+        /* Held shared while the txn is open, so that a growth (which takes
+         * it exclusively) never runs under a write txn of another thread
+         * (es_write_inline). */
+        pthread_rwlock_rdlock(&s->map_lock);
         if ((rc = mdb_txn_begin(s->env, NULL, 0, &b.txn))) {
+            pthread_rwlock_unlock(&s->map_lock);
             for (es__req *r = list; r; r = r->next)
                 r->status = es__status_from_mdb(rc);
             return;
@@ -438,6 +481,7 @@ static void run_batch(es_store *s, es__req *list)
         }
         if (b.redo && !b.fatal) {
             mdb_txn_abort(b.txn);
+            pthread_rwlock_unlock(&s->map_lock);
             continue;
         }
         if (!b.fatal && b.pos != s->last_pos)
@@ -447,6 +491,7 @@ static void run_batch(es_store *s, es__req *list)
             b.fatal = es__status_from_mdb(rc);
         else if (b.fatal)
             mdb_txn_abort(b.txn);
+        pthread_rwlock_unlock(&s->map_lock);
         int64_t t1 = mono_ns();
         if (b.fatal == ES_MAP_FULL && es__grow_map(s) == ES_OK)
             continue;

@@ -378,6 +378,15 @@ int es_append_with(es_store *store, const char *stream, int64_t expected,
  * value, ES_MAP_FULL, ES_NO_SPACE, ES_READONLY, ES_CLOSED, ES_IO. Thread-safe. */
 int es_write(es_store *store, es_txn_fn fn, void *arg);
 
+/* es_write on the calling thread, in a write transaction of its own (not
+ * group-committed; LMDB runs one write at a time, so it waits while another
+ * is open). For a store whose writes come one at a time from one or two
+ * threads (a projection), where handing each write to the writer thread and
+ * waiting to be woken costs more than the commit. fn may run again after a
+ * map growth, as with es_write; it must not append. Errors: fn's return
+ * value, ES_MAP_FULL, ES_NO_SPACE, ES_READONLY, ES_IO. Thread-safe. */
+int es_write_inline(es_store *store, es_txn_fn fn, void *arg);
+
 /* ---- Reads ---------------------------------------------------------------- */
 
 typedef enum es_direction { ES_FORWARD = 0, ES_BACKWARD = 1 } es_direction;

@@ -387,15 +387,19 @@ void es__read_end(es_store *s, MDB_txn *txn)
 int es__grow_map(es_store *s)
 {
     struct timespec ts;
-    size_t cur = s->map_size, max = s->opts.map_size_max, next;
-    if (cur >= max)
-        return ES_MAP_FULL;
-    next = cur < GROW_STEP ? cur * 2 : cur + GROW_STEP;
-    if (next > max || next < cur)
-        next = max;
     deadline_in(&ts, GROW_WAIT_S);
     if (pthread_rwlock_timedwrlock(&s->map_lock, &ts) != 0)
         return ES_MAP_FULL;
+    /* Read under the lock: two writers (the writer thread and an
+     * es_write_inline caller) may both have found the map full. */
+    size_t cur = s->map_size, max = s->opts.map_size_max, next;
+    if (cur >= max) {
+        pthread_rwlock_unlock(&s->map_lock);
+        return ES_MAP_FULL;
+    }
+    next = cur < GROW_STEP ? cur * 2 : cur + GROW_STEP;
+    if (next > max || next < cur)
+        next = max;
     int rc = mdb_env_set_mapsize(s->env, next);
     if (rc == 0)
         s->map_size = next;

@@ -88,7 +88,7 @@ int qs_apply(qs_db *db, int source, qs_event *const *evs, size_t n,
     b->source = source;
     b->evs = evs;
     b->n = n;
-    int rc = es_write(qs_db_store(db), apply_batch, b);
+    int rc = es_write_inline(qs_db_store(db), apply_batch, b);
     if (!rc && b->res.applied)
         qs_db_advanced(db, source, b->res.checkpoint);
     if (!rc && res)
