@@ -15,8 +15,10 @@
  * query service's part. After each rate it reads the servers' /metrics:
  * events published by the outbox, and how many the query service applied
  * from NATS and how many by catch-up (EventStore.ReadAll calls). Then it
- * stops query, runs `query --rebuild` over the logs, and scans the same
- * logs with raw LMDB cursors.
+ * stops query, scans the logs with raw LMDB cursors, and runs
+ * `query --rebuild` over them three times each way, alternating: through
+ * the sources' EventStore.ReadAll, and from the logs' files read in place
+ * (--agents-log, --memory-log).
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
  * Usage: query_bench [--seconds S] [--rates R1,R2,...] (events/s)
  *                    [--load agents|memory|mixed] [--batch N]
@@ -776,7 +778,7 @@ int main(int argc, char **argv)
 {
     parse_args(argc, argv);
     bool use_am = load_mode != LOAD_MEMORY, use_ms = load_mode != LOAD_AGENTS;
-    char cmd[3300], path[1024], am_dir[1024], ms_dir[1024], q_dir[1024],
+    char cmd[6000], path[1024], am_dir[1024], ms_dir[1024], q_dir[1024],
         js_dir[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
     if (system(cmd) != 0)
@@ -1015,39 +1017,54 @@ int main(int argc, char **argv)
         raw_t += raw_scan(ms_dir, &n_raw);
         raw_events += n_raw;
     }
-    snprintf(cmd, sizeof cmd,
-             "'%s' --rebuild --data-dir='%s' --agents-addr=%s --memory-addr=%s "
-             "2>&1 | tail -1",
-             query_bin, q_dir, am_addr, ms_addr);
-    double t0 = now();
-    FILE *p = popen(cmd, "r");
-    char line[512] = "";
-    if (!p || !fgets(line, sizeof line, p))
-        die("query --rebuild printed nothing");
-    pclose(p);
-    double rebuild_t = now() - t0;
-    unsigned long long done = 0;
-    double rate = 0;
-    const char *at = strstr(line, "done: ");
-    if (!at || sscanf(at, "done: %llu events", &done) != 1)
-        die(line);
-    const char *rs = strrchr(line, ',');
-    if (rs)
-        rate = atof(rs + 1);
     const char *logs = use_am && use_ms ? "agents and memory logs"
                        : use_am         ? "agents log"
                                         : "memory log";
-    printf("\nrebuild of the %s (%llu events):\n", logs, done);
-    printf("  query --rebuild (ReadAll pages of 1000 over gRPC, apply)  "
-           "%10.0f events/s (process %.2f s)\n",
-           rate, rebuild_t);
-    printf("  raw LMDB cursor scan of the same log                    "
-           "%10.0f events/s (%llu events, %.3f s)\n",
-           raw_t > 0 ? (double)raw_events / raw_t : 0,
-           (unsigned long long)raw_events, raw_t);
-    printf("  rebuild / raw scan                                      "
-           "%10.4f\n",
-           raw_t > 0 ? rate / ((double)raw_events / raw_t) : 0);
+    /* Two ways to rebuild, alternating, three rounds each: through the
+     * sources' EventStore.ReadAll (the services running), and from the
+     * logs' files read in place (--agents-log/--memory-log, no service
+     * asked). The raw scan is the peer of both. */
+    char via_api[1024], via_logs[2400];
+    snprintf(via_api, sizeof via_api, "--agents-addr=%s --memory-addr=%s",
+             am_addr, ms_addr);
+    snprintf(via_logs, sizeof via_logs,
+             "--agents-addr= --memory-addr= --agents-log='%s' "
+             "--memory-log='%s'",
+             use_am ? am_dir : "", use_ms ? ms_dir : "");
+    double raw_rate = raw_t > 0 ? (double)raw_events / raw_t : 0;
+    printf("\nrebuild of the %s (%llu events), raw LMDB cursor scan of the "
+           "same log%s: %.0f events/s (%.3f s)\n",
+           logs, (unsigned long long)raw_events, use_am && use_ms ? "s" : "",
+           raw_rate, raw_t);
+    printf("  round  query --rebuild from            events/s  wall s   "
+           "/ raw scan\n");
+    for (int round = 1; round <= 3; round++) {
+        for (int mode = 0; mode < 2; mode++) {
+            snprintf(cmd, sizeof cmd,
+                     "'%s' --rebuild --data-dir='%s' %s 2>&1 | tail -1",
+                     query_bin, q_dir, mode ? via_logs : via_api);
+            double t0 = now();
+            FILE *p = popen(cmd, "r");
+            char line[512] = "";
+            if (!p || !fgets(line, sizeof line, p))
+                die("query --rebuild printed nothing");
+            pclose(p);
+            double rebuild_t = now() - t0;
+            unsigned long long done = 0;
+            double rate = 0;
+            const char *at = strstr(line, "done: ");
+            if (!at || sscanf(at, "done: %llu events", &done) != 1)
+                die(line);
+            if (done != raw_events)
+                die("query --rebuild did not apply every event");
+            const char *rs = strrchr(line, ',');
+            if (rs)
+                rate = atof(rs + 1);
+            printf("  %5d  %-30s %10.0f  %6.3f   %8.4f\n", round,
+                   mode ? "the logs' files, in place" : "ReadAll over gRPC",
+                   rate, rebuild_t, raw_rate > 0 ? rate / raw_rate : 0);
+        }
+    }
     stop(ms);
     stop(am);
     stop(nats);
