@@ -5,6 +5,8 @@
  * Used at start, on a gap in the live feed, after a NATS outage, on the idle
  * poll, and by rebuild. */
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +16,7 @@
 
 #define CALL_TIMEOUT_MS 10000
 #define AHEAD 6 /* pages read ahead */
+#define READERS_MAX 4
 /* Pages already read are applied together, up to this many events in one
  * write transaction: a commit's fixed cost (the checkpoint, the counters,
  * writing the dirty pages out) is then shared by more events, and pages an
@@ -29,17 +32,32 @@ typedef struct page {
     char msg[256];
 } page;
 
+/* The read-ahead: pages are numbered from 0 in log order; slot k % AHEAD
+ * holds page k until take() hands it out. One thread reads page after page
+ * (each starting where the last ended), or, when the source's positions
+ * are dense (a whole log, no filter), several threads read pages at
+ * computed positions (page k starts at base + k * limit) and take() still
+ * hands them out in order. */
+typedef struct slot {
+    page p;
+    bool filled;
+} slot;
+
 typedef struct reader {
     qs_read_fn read;
     void *src;
     int source;
     unsigned limit;
-    uint64_t from;
+    unsigned threads;
+    uint64_t from; /* one thread: where the next page starts */
+    uint64_t base; /* several: where page 0 starts */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    page q[AHEAD];
-    size_t head, count;
-    bool stop, done;
+    slot q[AHEAD];
+    uint64_t head;    /* the page take() returns next */
+    uint64_t claimed; /* the next page a reader thread takes on */
+    uint64_t last;    /* the page with end or an error (UINT64_MAX: none yet) */
+    bool stop;
 } reader;
 
 static double mono_s(void)
@@ -58,58 +76,79 @@ static void page_free(page *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Reads pages in order until the end of the log, an error or stop; the
- * last page it queues has end or rc set. */
+/* A page read at a computed position must be exactly the positions it was
+ * computed for, or the pages around it would not join up. */
+static void check_dense(page *p, uint64_t from, unsigned limit)
+{
+    if (p->rc || p->n == 0)
+        return;
+    if (p->evs[0]->position == from &&
+        p->evs[p->n - 1]->position == from + p->n - 1 &&
+        (p->end || p->n == limit))
+        return;
+    p->rc = ES_CORRUPT;
+    snprintf(p->msg, sizeof p->msg,
+             "page from %llu held positions %llu..%llu: the log is not dense",
+             (unsigned long long)from,
+             (unsigned long long)p->evs[0]->position,
+             (unsigned long long)p->evs[p->n - 1]->position);
+}
+
+/* Reads pages until the end of the log, an error or stop. */
 static void *reader_main(void *arg)
 {
     reader *r = arg;
     for (;;) {
         pthread_mutex_lock(&r->mu);
-        while (r->count == AHEAD && !r->stop)
+        while (!r->stop && r->claimed <= r->last &&
+               r->claimed - r->head >= AHEAD)
             pthread_cond_wait(&r->cv, &r->mu);
-        bool stop = r->stop;
-        pthread_mutex_unlock(&r->mu);
-        if (stop)
+        if (r->stop || r->claimed > r->last) {
+            pthread_mutex_unlock(&r->mu);
             break;
+        }
+        uint64_t k = r->claimed++;
+        uint64_t from = r->threads > 1 ? r->base + k * r->limit : r->from;
+        pthread_mutex_unlock(&r->mu);
         page p;
         uint64_t next = 0;
         memset(&p, 0, sizeof p);
         if (!(p.ar = qs_arena_new()))
             p.rc = ES_NOMEM;
         else
-            p.rc = r->read(r->src, r->source, r->from, r->limit, p.ar,
-                           &p.evs, &p.n, &p.end, &next, p.msg, sizeof p.msg);
+            p.rc = r->read(r->src, r->source, from, r->limit, p.ar, &p.evs,
+                           &p.n, &p.end, &next, p.msg, sizeof p.msg);
         if (!p.rc && p.n == 0)
             p.end = true;
-        else if (!p.rc)
-            r->from = next > r->from ? next : p.evs[p.n - 1]->position + 1;
+        if (r->threads > 1)
+            check_dense(&p, from, r->limit);
+        else if (!p.rc && !p.end)
+            r->from = next > from ? next : p.evs[p.n - 1]->position + 1;
         pthread_mutex_lock(&r->mu);
-        r->q[(r->head + r->count) % AHEAD] = p;
-        r->count++;
-        bool last = p.rc || p.end;
-        r->done = last;
+        r->q[k % AHEAD].p = p;
+        r->q[k % AHEAD].filled = true;
+        if ((p.rc || p.end) && k < r->last)
+            r->last = k;
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
-        if (last)
-            break;
     }
     return NULL;
 }
 
 /* Waits for the next page, then appends to it the events of the pages
- * queued behind it, while they are good, fit in MERGE_MAX and the page
- * taken so far is not the last. A page with an error stays queued for the
- * next call, so its events never mix with an error. */
+ * ready behind it, while they are good, fit in MERGE_MAX and the page
+ * taken so far is not the last. A page with an error stays for the next
+ * call, so its events never mix with an error. */
 static void take(reader *r, page *out)
 {
     pthread_mutex_lock(&r->mu);
-    while (r->count == 0)
+    while (!r->q[r->head % AHEAD].filled)
         pthread_cond_wait(&r->cv, &r->mu);
-    *out = r->q[r->head];
-    r->head = (r->head + 1) % AHEAD;
-    r->count--;
-    while (!out->rc && !out->end && r->count) {
-        page *p = &r->q[r->head];
+    slot *s = &r->q[r->head++ % AHEAD];
+    *out = s->p;
+    s->filled = false;
+    while (!out->rc && !out->end && r->q[r->head % AHEAD].filled) {
+        page *p = &r->q[r->head % AHEAD].p;
         if (p->rc || out->n + p->n > MERGE_MAX)
             break;
         qs_event **v = realloc(out->evs, (out->n + p->n) * sizeof *v);
@@ -122,8 +161,7 @@ static void take(reader *r, page *out)
         qs_arena_join(out->ar, p->ar);
         free(p->evs);
         memset(p, 0, sizeof *p);
-        r->head = (r->head + 1) % AHEAD;
-        r->count--;
+        r->q[r->head++ % AHEAD].filled = false;
     }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
@@ -141,12 +179,12 @@ int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned limit,
                 uint64_t *applied, qs_progress_fn progress, void *arg,
                 qs_catch_up_times *times)
 {
-    return qs_catch_up_from(db, read_client, c, source, limit, applied,
+    return qs_catch_up_from(db, read_client, c, source, limit, 1, applied,
                             progress, arg, times);
 }
 
 int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
-                     unsigned limit, uint64_t *applied,
+                     unsigned limit, unsigned threads, uint64_t *applied,
                      qs_progress_fn progress, void *arg,
                      qs_catch_up_times *times)
 {
@@ -158,12 +196,18 @@ int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
     r.src = src;
     r.source = source;
     r.limit = limit;
+    r.threads = threads < 1 ? 1 : threads > READERS_MAX ? READERS_MAX : threads;
+    r.last = UINT64_MAX;
     qs_db_positions_now(db, pos);
-    r.from = pos[source] + 1;
+    r.from = r.base = pos[source] + 1;
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
-    pthread_t th;
-    if (pthread_create(&th, NULL, reader_main, &r)) {
+    pthread_t th[READERS_MAX];
+    unsigned started = 0;
+    for (; started < r.threads; started++)
+        if (pthread_create(&th[started], NULL, reader_main, &r))
+            break;
+    if (!started) {
         pthread_cond_destroy(&r.cv);
         pthread_mutex_destroy(&r.mu);
         return ES_IO;
@@ -207,9 +251,11 @@ int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
     r.stop = true;
     pthread_cond_broadcast(&r.cv);
     pthread_mutex_unlock(&r.mu);
-    pthread_join(th, NULL);
-    for (; r.count; r.count--, r.head = (r.head + 1) % AHEAD)
-        page_free(&r.q[r.head]);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    for (size_t i = 0; i < AHEAD; i++)
+        if (r.q[i].filled)
+            page_free(&r.q[i].p);
     pthread_cond_destroy(&r.cv);
     pthread_mutex_destroy(&r.mu);
     if (applied)

@@ -11,7 +11,6 @@
 
 struct qs_log {
     es_store *store;
-    es_event *buf; /* one page of zero-copy events */
 };
 
 int qs_log_open(const char *dir, qs_log **out)
@@ -23,8 +22,6 @@ int qs_log_open(const char *dir, qs_log **out)
     es_options_init(&eo);
     eo.flags |= ES_OPT_RDONLY;
     int rc = es_open(dir, &eo, &l->store);
-    if (!rc && !(l->buf = calloc(ES_PAGE_MAX, sizeof *l->buf)))
-        rc = ES_NOMEM;
     if (rc) {
         qs_log_close(l);
         return rc;
@@ -38,7 +35,6 @@ void qs_log_close(qs_log *l)
     if (!l)
         return;
     es_close(l->store);
-    free(l->buf);
     free(l);
 }
 
@@ -53,9 +49,15 @@ int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
     size_t nv = 0;
     if (limit < 1 || limit > ES_PAGE_MAX)
         return ES_INVALID;
+    /* The page's zero-copy events (valid until the txn ends) live in the
+     * arena with the events made from them: pages may be read in parallel. */
+    es_event *buf = ar ? qs_arena_alloc(ar, limit * sizeof *buf)
+                       : malloc(limit * sizeof *buf);
+    if (!buf)
+        return ES_NOMEM;
     int rc = es_txn_begin(l->store, &txn);
     if (!rc)
-        rc = es_read_all(txn, from, ES_FORWARD, NULL, limit, l->buf, &pg);
+        rc = es_read_all(txn, from, ES_FORWARD, NULL, limit, buf, &pg);
     if (rc) {
         snprintf(msg, msglen, "reading the log at %llu: %s",
                  (unsigned long long)from, es_strerror(rc));
@@ -66,9 +68,9 @@ int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
         goto out;
     }
     for (; nv < pg.count; nv++) {
-        if ((rc = qs_event_from_es(source, &l->buf[nv], ar, &v[nv]))) {
+        if ((rc = qs_event_from_es(source, &buf[nv], ar, &v[nv]))) {
             snprintf(msg, msglen, "event at position %llu: %s",
-                     (unsigned long long)l->buf[nv].position,
+                     (unsigned long long)buf[nv].position,
                      es_strerror(rc));
             goto out;
         }
@@ -81,6 +83,8 @@ int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
     nv = 0;
 out:
     es_txn_end(txn);
+    if (!ar)
+        free(buf);
     for (size_t i = 0; i < nv; i++)
         qs_event_free(v[i]);
     free(v);

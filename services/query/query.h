@@ -391,9 +391,13 @@ typedef int (*qs_read_fn)(void *src, int source, uint64_t from,
                           unsigned limit, qs_arena *ar, qs_event ***events,
                           size_t *n, bool *end, uint64_t *next, char *msg,
                           size_t msglen);
-/* qs_catch_up over any page source. */
+/* qs_catch_up over any page source. threads: 1 reads page after page;
+ * more (at most 4) read pages in parallel at computed positions (page k
+ * starts k pages after the checkpoint), which needs a thread-safe read and
+ * a source whose positions are dense (a whole log, no filter): a page that
+ * does not hold exactly its positions fails the catch-up (ES_CORRUPT). */
 int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
-                     unsigned page, uint64_t *applied,
+                     unsigned page, unsigned threads, uint64_t *applied,
                      qs_progress_fn progress, void *arg,
                      qs_catch_up_times *times);
 
@@ -404,7 +408,8 @@ typedef struct qs_log qs_log;
 /* Errors: ES_NOT_FOUND (no store in dir), those of es_open. */
 int qs_log_open(const char *dir, qs_log **out);
 void qs_log_close(qs_log *log);
-/* A qs_read_fn over a qs_log (src): up to limit (1..ES_PAGE_MAX) events. */
+/* A qs_read_fn over a qs_log (src): up to limit (1..ES_PAGE_MAX) events.
+ * Thread-safe: pages may be read in parallel. */
 int qs_log_read_all(void *src, int source, uint64_t from, unsigned limit,
                     qs_arena *ar, qs_event ***events, size_t *n, bool *end,
                     uint64_t *next, char *msg, size_t msglen);

@@ -12,6 +12,12 @@
 
 #include "services/query/query.h"
 
+/* A log read in place: pages of 1,000 events decoded by two threads while
+ * the batches read so far are applied (the decoding costs about as much
+ * as the applying). */
+#define LOG_PAGE 1000
+#define LOG_READERS 2
+
 typedef struct progress {
     pthread_mutex_t mu;
     int64_t start_ms, last_ms;
@@ -74,8 +80,8 @@ static void *replay_main(void *arg)
                 r->log_dir);
         if ((r->rc = qs_log_open(r->log_dir, &l)) == ES_OK)
             r->rc = qs_catch_up_from(r->db, qs_log_read_all, l, r->source,
-                                     ES_PAGE_MAX, &n, report, r->p,
-                                     &r->times);
+                                     LOG_PAGE, LOG_READERS, &n, report,
+                                     r->p, &r->times);
         else
             fprintf(stderr, "rebuild: cannot open the %s log in %s: %s\n",
                     name, r->log_dir, es_strerror(r->rc));
