@@ -331,6 +331,20 @@ static void test_readonly_and_limits(void)
     tu_rmtree(dir);
 }
 
+/* A new store with its own databases on a writable map of 1 MiB, which
+ * the tests below make grow. */
+static es_store *open_small(char *dir, size_t cap, const char *tag)
+{
+    es_options o = tu_options();
+    es_store *s = NULL;
+    tu_tmpdir(dir, cap, tag);
+    o.flags |= ES_OPT_NOSYNC | ES_OPT_WRITEMAP;
+    o.kv_dbs = own;
+    o.map_size = (size_t)1 << 20;
+    CHECK_OK(es_open(dir, &o, &s));
+    return s;
+}
+
 /* A writable map that must grow several times within one group, and
  * whose data survives a reopen on an ordinary map. */
 static int big_puts(es_txn *txn, const es_append_result *ap, void *arg)
@@ -368,13 +382,7 @@ static int check_big(void *arg, const void *k, size_t kl, const void *v,
 static void test_writemap_growth(void)
 {
     char dir[512];
-    tu_tmpdir(dir, sizeof dir, "kvgrow");
-    es_options o = tu_options();
-    es_store *s = NULL;
-    o.flags |= ES_OPT_NOSYNC | ES_OPT_WRITEMAP;
-    o.kv_dbs = own;
-    o.map_size = (size_t)1 << 20;
-    CHECK_OK(es_open(dir, &o, &s));
+    es_store *s = open_small(dir, sizeof dir, "kvgrow");
     for (int r = 0; r < 4; r++) /* 1.6 MB a group, 6.4 MB in all */
         CHECK_OK(es_write(s, big_puts, &r));
     es_stats st;
@@ -464,13 +472,7 @@ static void *reader_main(void *arg)
 static void test_inline_writes(void)
 {
     char dir[512];
-    tu_tmpdir(dir, sizeof dir, "kvinline");
-    es_options o = tu_options();
-    es_store *s = NULL;
-    o.flags |= ES_OPT_NOSYNC | ES_OPT_WRITEMAP;
-    o.kv_dbs = own;
-    o.map_size = (size_t)1 << 20;
-    CHECK_OK(es_open(dir, &o, &s));
+    es_store *s = open_small(dir, sizeof dir, "kvinline");
     mixed x[8];
     pthread_t th[8], rd;
     atomic_store(&readers_stop, 0);

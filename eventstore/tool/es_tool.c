@@ -222,15 +222,7 @@ static void base64(FILE *f, const uint8_t *p, size_t n)
 
 static void uuid(char out[37], const uint8_t id[ES_ID_SIZE])
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < ES_ID_SIZE; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[id[i] >> 4];
-        out[o++] = hex[id[i] & 15];
-    }
-    out[o] = 0;
+    es_id_format(id, out);
 }
 
 static void hexstr(char *out, const uint8_t *p, size_t n)

@@ -26,15 +26,7 @@ const char *bus_strerror(int status)
 
 void bus_uuid_format(const uint8_t id[ES_ID_SIZE], char out[37])
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < ES_ID_SIZE; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[id[i] >> 4];
-        out[o++] = hex[id[i] & 15];
-    }
-    out[o] = '\0';
+    es_id_format(id, out);
 }
 
 /* Appends n bytes of s as one subject token, replacing reserved characters. */
