@@ -176,11 +176,11 @@ static int read_client(void *src, int source, uint64_t from, unsigned limit,
 }
 
 int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned limit,
-                uint64_t *applied, qs_progress_fn progress, void *arg,
-                qs_catch_up_times *times)
+                unsigned threads, uint64_t *applied, qs_progress_fn progress,
+                void *arg, qs_catch_up_times *times)
 {
-    return qs_catch_up_from(db, read_client, c, source, limit, 1, applied,
-                            progress, arg, times);
+    return qs_catch_up_from(db, read_client, c, source, limit, threads,
+                            applied, progress, arg, times);
 }
 
 int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,

@@ -247,7 +247,7 @@ static void *catch_up_main(void *arg)
         if (stop)
             break;
         uint64_t applied = 0;
-        int rc = qs_catch_up(p->db, s->client, s->index, p->opts.page,
+        int rc = qs_catch_up(p->db, s->client, s->index, p->opts.page, 1,
                              &applied, NULL, NULL, NULL);
         if (rc && !s->failing)
             LOG_WARN("query: cannot catch up %s from %s: %s; retrying", name,

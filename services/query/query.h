@@ -368,11 +368,12 @@ int qs_client_read_all(qs_client *c, int source, uint64_t from, unsigned limit,
                        size_t msglen);
 
 /* Catches source up from its checkpoint to the end of its log through c:
- * a helper thread reads up to six pages ahead, and the pages read so far
- * are applied together (up to 4,000 events a batch). *applied counts the events applied. progress (may be NULL) is
- * called after each page that applied events, times (may be NULL) adds up
- * where the time went. Errors: those of the client and qs_apply, ES_IO (no
- * thread). */
+ * `threads` helper threads (1, or more for a whole log: see
+ * qs_catch_up_from) read up to six pages ahead, and the pages read so far
+ * are applied together (up to 4,000 events a batch). *applied counts the
+ * events applied. progress (may be NULL) is called after each page that
+ * applied events, times (may be NULL) adds up where the time went.
+ * Errors: those of the client and qs_apply, ES_IO (no thread). */
 typedef void (*qs_progress_fn)(void *arg, int source, uint64_t position,
                                uint64_t applied);
 /* Where a catch-up's time went (seconds, added to), for rebuild's report. */
@@ -381,8 +382,8 @@ typedef struct qs_catch_up_times {
     double applying; /* in qs_apply */
 } qs_catch_up_times;
 int qs_catch_up(qs_db *db, qs_client *c, int source, unsigned page,
-                uint64_t *applied, qs_progress_fn progress, void *arg,
-                qs_catch_up_times *times);
+                unsigned threads, uint64_t *applied, qs_progress_fn progress,
+                void *arg, qs_catch_up_times *times);
 
 /* Where catch-up pages come from: qs_client_read_all's contract (events
  * from `from` inclusive, *end on the last page, *next where the next page

@@ -17,6 +17,9 @@
  * as the applying). */
 #define LOG_PAGE 1000
 #define LOG_READERS 2
+/* Through the EventStore API, two ReadAll calls in flight: the source
+ * encodes one page while this process decodes another. */
+#define API_READERS 2
 
 typedef struct progress {
     pthread_mutex_t mu;
@@ -96,8 +99,8 @@ static void *replay_main(void *arg)
         pthread_mutex_unlock(&r->p->mu);
         n = 0;
         if ((r->rc = qs_client_create(r->addr, &c)) == ES_OK)
-            r->rc = qs_catch_up(r->db, c, r->source, r->page, &n, report,
-                                r->p, &r->times);
+            r->rc = qs_catch_up(r->db, c, r->source, r->page, API_READERS,
+                                &n, report, r->p, &r->times);
         qs_client_destroy(c);
         r->applied += n;
     }
