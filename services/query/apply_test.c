@@ -261,7 +261,7 @@ int main(void)
                                &cancelled) == ES_OK);
     CHECK(qs_db_wait_positions(db, (uint64_t[]){10, 0}, qs_mono_ms() + 50,
                                &cancelled) == ES_TIMEOUT);
-    CHECK(qs_db_reset_layout(db) == 0);
+    CHECK(qs_db_reset_reason(db) == NULL);
     qs_db_close(db);
 
     /* An env of the older layout (read models in the one shared database,
@@ -276,14 +276,54 @@ int main(void)
     CHECK(es_write(old, old_layout, NULL) == ES_OK);
     es_close(old);
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
-    CHECK(qs_db_reset_layout(db) == 1);
+    CHECK(qs_db_reset_reason(db) != NULL &&
+          strstr(qs_db_reset_reason(db), "layout"));
     qs_db_positions_now(db, pos);
     CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
     r = apply(db, (uint64_t[]){1, 2}, 2);
     CHECK(r.applied == 2 && counts(db) == 2);
     qs_db_close(db);
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
-    CHECK(qs_db_reset_layout(db) == 0 && counts(db) == 2);
+    CHECK(qs_db_reset_reason(db) == NULL && counts(db) == 2);
+
+    /* Open without sync, the env carries a marker with the boot id. A
+     * process that dies leaves it with this boot's id: the env is kept (the
+     * page cache has every page). Left by another boot, the machine went
+     * down with the env open: dropped and projected again. A clean close
+     * removes it. */
+    char marker[600];
+    snprintf(marker, sizeof marker, "%s/query-open", dir);
+    CHECK(access(marker, F_OK) == 0);
+    char boot[64] = "", seen[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        CHECK(fgets(boot, sizeof boot, f) != NULL);
+        fclose(f);
+    }
+    f = fopen(marker, "r");
+    CHECK(f && fgets(seen, sizeof seen, f));
+    fclose(f);
+    CHECK(!strcmp(seen, boot));
+    qs_db_close(db);
+    CHECK(access(marker, F_OK) != 0);
+    f = fopen(marker, "w"); /* a process crash: this boot's id */
+    CHECK(f && fputs(boot, f) >= 0);
+    fclose(f);
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    CHECK(qs_db_reset_reason(db) == NULL && counts(db) == 2);
+    qs_db_close(db);
+    f = fopen(marker, "w"); /* the machine went down */
+    CHECK(f && fputs("00000000-0000-0000-0000-000000000000\n", f) >= 0);
+    fclose(f);
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    CHECK(qs_db_reset_reason(db) != NULL &&
+          strstr(qs_db_reset_reason(db), "went down"));
+    qs_db_positions_now(db, pos);
+    CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
+    qs_db_close(db);
+    /* With sync each commit is durable: no marker. */
+    CHECK(qs_db_open(dir, true, &db) == ES_OK);
+    CHECK(access(marker, F_OK) != 0);
     qs_db_close(db);
     char path[600];
     snprintf(path, sizeof path, "%s/data.mdb", dir);

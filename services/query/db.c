@@ -3,7 +3,9 @@
  * and checkpoints), plus the in-memory copy of the checkpoints that reads
  * with min_positions and event streams wait on. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,7 +19,8 @@ struct qs_db {
     pthread_cond_t cv;
     uint64_t pos[QS_NSOURCES];
     uint64_t generation;
-    uint64_t reset_from_layout; /* the layout dropped on open, or 0 */
+    const char *reset_why; /* why the env was dropped on open, or NULL */
+    char *dir;             /* for the open marker (NULL with --sync) */
 };
 
 void qs_db_positions(es_txn *txn, uint64_t out[QS_NSOURCES])
@@ -87,6 +90,65 @@ int qs_db_remove_env(const char *dir)
     return ES_OK;
 }
 
+/* Without fsync, and on a writable map, an operating-system crash or a
+ * power loss can leave the env's pages written back in any order and the
+ * env unreadable; a process crash cannot (the page cache keeps every
+ * page). So while the env is open a marker file holds the machine's boot
+ * id: found at open with another boot id, the machine went down with the
+ * env open, and the read models are dropped and projected again. */
+#define OPEN_MARKER "query-open"
+#define BOOT_ID "/proc/sys/kernel/random/boot_id"
+
+static void read_line(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    out[0] = '\0';
+    if (!f)
+        return;
+    if (!fgets(out, (int)cap, f))
+        out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static int marker_path(const char *dir, char *out, size_t cap)
+{
+    return snprintf(out, cap, "%s/" OPEN_MARKER, dir) < (int)cap ? ES_OK
+                                                                : ES_INVALID;
+}
+
+/* Whether the marker says the env was open when the machine went down. */
+static bool opened_before_reboot(const char *dir)
+{
+    char path[4096], was[64], now[64];
+    if (marker_path(dir, path, sizeof path) || access(path, F_OK))
+        return false;
+    read_line(path, was, sizeof was);
+    read_line(BOOT_ID, now, sizeof now);
+    return strcmp(was, now) != 0;
+}
+
+static int write_marker(const char *dir)
+{
+    char path[4096], id[64];
+    if (marker_path(dir, path, sizeof path))
+        return ES_INVALID;
+    read_line(BOOT_ID, id, sizeof id);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return ES_IO;
+    size_t n = strlen(id);
+    id[n++] = '\n';
+    bool ok = write(fd, id, n) == (ssize_t)n && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        ok = fsync(dfd) == 0 && ok;
+        close(dfd);
+    }
+    return ok ? ES_OK : ES_IO;
+}
+
 int qs_db_open(const char *dir, bool sync, qs_db **out)
 {
     qs_db *db = calloc(1, sizeof *db);
@@ -94,6 +156,12 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
     int rc;
     if (!db)
         return ES_NOMEM;
+    if (!sync && opened_before_reboot(dir)) {
+        db->reset_why = "read models open when the machine went down "
+                        "(written without fsync)";
+        if ((rc = qs_db_remove_env(dir)))
+            goto fail;
+    }
     for (int attempt = 0;; attempt++) {
         if ((rc = open_env(dir, sync, &db->store)))
             goto fail;
@@ -112,8 +180,16 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
         /* Another layout: start over (once). */
         es_close(db->store);
         db->store = NULL;
-        db->reset_from_layout = layout;
+        db->reset_why = "read models of an earlier layout";
         if (attempt || (rc = qs_db_remove_env(dir)))
+            goto fail;
+    }
+    if (!sync) {
+        if (!(db->dir = strdup(dir))) {
+            rc = ES_NOMEM;
+            goto fail;
+        }
+        if ((rc = write_marker(dir)))
             goto fail;
     }
     pthread_mutex_init(&db->mu, NULL);
@@ -126,13 +202,14 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
     return ES_OK;
 fail:
     es_close(db->store);
+    free(db->dir);
     free(db);
     return rc ? rc : ES_CORRUPT;
 }
 
-uint64_t qs_db_reset_layout(const qs_db *db)
+const char *qs_db_reset_reason(const qs_db *db)
 {
-    return db->reset_from_layout;
+    return db->reset_why;
 }
 
 void qs_db_close(qs_db *db)
@@ -140,6 +217,14 @@ void qs_db_close(qs_db *db)
     if (!db)
         return;
     es_close(db->store);
+    if (db->dir) {
+        /* Closed cleanly: everything is in the page cache, whatever the
+         * machine does next. */
+        char path[4096];
+        if (!marker_path(db->dir, path, sizeof path))
+            unlink(path);
+        free(db->dir);
+    }
     pthread_cond_destroy(&db->cv);
     pthread_mutex_destroy(&db->mu);
     free(db);

@@ -160,10 +160,10 @@ int main(int argc, char **argv)
         LOG_ERROR("query: cannot register methods: %s", rpc_strerror(rc));
         goto out;
     }
-    if (qs_db_reset_layout(db))
-        LOG_WARN("query: %s held read models of layout %llu; dropped, "
-                 "projecting again from the sources",
-                 data_dir, (unsigned long long)qs_db_reset_layout(db));
+    if (qs_db_reset_reason(db))
+        LOG_WARN("query: %s held %s; dropped, projecting again from the "
+                 "sources",
+                 data_dir, qs_db_reset_reason(db));
     uint64_t pos[QS_NSOURCES];
     qs_db_positions_now(db, pos);
     LOG_INFO("query: read models at agents %llu, memory %llu; catching up",

@@ -123,11 +123,13 @@ typedef struct qs_db qs_db;
  * on power loss is re-applied from the checkpoint). *out owned by the
  * caller (qs_db_close). */
 int qs_db_open(const char *dir, bool sync, qs_db **out);
-/* Each read model has an LMDB database of its own (layout 2, recorded in
- * the env). An env of an older layout is removed by qs_db_open and
- * projected again from the sources; this tells which layout was dropped
- * (0: none). */
-uint64_t qs_db_reset_layout(const qs_db *db);
+/* qs_db_open removes the env, to be projected again from the sources, when
+ * it holds read models of an older layout (each read model has an LMDB
+ * database of its own since layout 2, recorded in the env), or when,
+ * opened without sync, it was still open when the machine went down (a
+ * marker file with the boot id, removed by qs_db_close). This says why,
+ * or NULL when it kept the env. */
+const char *qs_db_reset_reason(const qs_db *db);
 /* Removes the env's files in dir (missing ones are fine). */
 int qs_db_remove_env(const char *dir);
 void qs_db_close(qs_db *db);
