@@ -135,7 +135,11 @@ int ms_changes_read(ms_service *s, const char *ns, const ms_cursor *in,
     }
     for (;;) {
         es_page pg;
-        rc = es_read_stream(txn, stream, from, ES_FORWARD, READ_PAGE, evs, &pg);
+        /* No more than the page still needs, and one to tell has_more:
+         * every event read is decoded. */
+        size_t want = page - out->n + 1;
+        rc = es_read_stream(txn, stream, from, ES_FORWARD,
+                            want < READ_PAGE ? want : READ_PAGE, evs, &pg);
         if (rc == ES_NOT_FOUND)
             break;
         if (rc) {

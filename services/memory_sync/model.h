@@ -99,6 +99,15 @@ int ms_unseal(const ms_ns_key *k, const ms_seal_ctx *where, const void *sealed,
 /* HMAC-SHA256 of v[0..n) under the key's MAC half. Returns 0 or -1. */
 int ms_content_hash(const ms_ns_key *k, const void *v, size_t n,
                     uint8_t out[MS_HASH_SIZE]);
+/* The same hash, keyed once for many values (the changes of one request).
+ * ms_mac_close frees and cleanses it; closing a failed open is a no-op. */
+typedef struct ms_mac {
+    struct evp_mac_ctx_st *ctx;
+    bool fresh;
+} ms_mac;
+int ms_mac_open(ms_mac *m, const ms_ns_key *k);
+int ms_mac_hash(ms_mac *m, const void *v, size_t n, uint8_t out[MS_HASH_SIZE]);
+void ms_mac_close(ms_mac *m);
 /* Overwrites a key in a way the compiler keeps (OPENSSL_cleanse). */
 void ms_key_wipe(ms_ns_key *k);
 

@@ -2,12 +2,14 @@
  * with a random 96-bit nonce per value and additional data that binds the
  * value to its namespace, key, version and key generation; and the
  * HMAC-SHA256 content hash that events carry instead of the value. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "services/memory_sync/model.h"
@@ -38,6 +40,25 @@ static int build_aad(const ms_seal_ctx *w, uint8_t *aad, size_t *len)
     return 0;
 }
 
+/* The cipher and MAC, fetched from the provider once: naming them per value
+ * (EVP_aes_256_gcm(), HMAC()) fetches them again on every call, which cost
+ * more than the sealing and hashing of a small value. */
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+static EVP_CIPHER *gcm;
+static EVP_MAC *hmac;
+
+static void fetch(void)
+{
+    gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
+static const EVP_CIPHER *cipher(void)
+{
+    pthread_once(&fetch_once, fetch);
+    return gcm;
+}
+
 int ms_key_generate(ms_ns_key *k)
 {
     return RAND_bytes(k->bytes, sizeof k->bytes) == 1 ? 0 : -1;
@@ -60,7 +81,8 @@ int ms_seal(const ms_ns_key *k, const ms_seal_ctx *where, const void *pt,
     ctx = EVP_CIPHER_CTX_new();
     if (!buf || !ctx || RAND_bytes(buf, MS_NONCE_SIZE) != 1)
         goto out;
-    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+    if (!cipher() ||
+        EVP_EncryptInit_ex(ctx, cipher(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, MS_NONCE_SIZE, NULL) != 1 ||
         EVP_EncryptInit_ex(ctx, NULL, NULL, k->bytes, buf) != 1 ||
         EVP_EncryptUpdate(ctx, NULL, &len, aad, (int)aad_len) != 1)
@@ -103,7 +125,8 @@ int ms_unseal(const ms_ns_key *k, const ms_seal_ctx *where, const void *sealed,
         rc = -1;
         goto out;
     }
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+    if (!cipher() ||
+        EVP_DecryptInit_ex(ctx, cipher(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, MS_NONCE_SIZE, NULL) != 1 ||
         EVP_DecryptInit_ex(ctx, NULL, NULL, k->bytes, s) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &len, aad, (int)aad_len) != 1)
@@ -128,13 +151,51 @@ out:
     return rc;
 }
 
-int ms_content_hash(const ms_ns_key *k, const void *v, size_t n,
-                    uint8_t out[MS_HASH_SIZE])
+int ms_mac_open(ms_mac *m, const ms_ns_key *k)
 {
-    unsigned len = 0;
-    static const uint8_t empty[1];
-    if (!HMAC(EVP_sha256(), k->bytes + 32, 32, n ? v : empty, n, out, &len) ||
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    pthread_once(&fetch_once, fetch);
+    m->ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+    /* The MAC half of the namespace key. */
+    if (!m->ctx || EVP_MAC_init(m->ctx, k->bytes + 32, 32, params) != 1) {
+        ms_mac_close(m);
+        return -1;
+    }
+    m->fresh = true;
+    return 0;
+}
+
+int ms_mac_hash(ms_mac *m, const void *v, size_t n, uint8_t out[MS_HASH_SIZE])
+{
+    size_t len = 0;
+    /* After the first hash, a NULL key starts a new one under the same key. */
+    if (!m->ctx || (!m->fresh && EVP_MAC_init(m->ctx, NULL, 0, NULL) != 1))
+        return -1;
+    m->fresh = false;
+    if ((n && EVP_MAC_update(m->ctx, v, n) != 1) ||
+        EVP_MAC_final(m->ctx, out, &len, MS_HASH_SIZE) != 1 ||
         len != MS_HASH_SIZE)
         return -1;
     return 0;
+}
+
+void ms_mac_close(ms_mac *m)
+{
+    EVP_MAC_CTX_free(m->ctx); /* cleanses the key it holds */
+    m->ctx = NULL;
+}
+
+int ms_content_hash(const ms_ns_key *k, const void *v, size_t n,
+                    uint8_t out[MS_HASH_SIZE])
+{
+    ms_mac m;
+    if (ms_mac_open(&m, k))
+        return -1;
+    int rc = ms_mac_hash(&m, v, n, out);
+    ms_mac_close(&m);
+    return rc;
 }

@@ -47,10 +47,19 @@ typedef struct syncer {
     size_t n_applied;
     Agentmesh__V1__MemoryConflict **conflicts;
     size_t n_conflicts;
+    ms_mac mac; /* keyed with st.key at the first hash */
 } syncer;
 
-static int change_id(const ms_ns_key *k, const char *replica,
-                     const SyncChange *c, uint8_t id[MS_CHANGE_ID])
+/* HMAC-SHA256 under the namespace key's MAC half, as ms_content_hash. */
+static int hash(syncer *y, const void *v, size_t n, uint8_t out[MS_HASH_SIZE])
+{
+    if (!y->mac.ctx && ms_mac_open(&y->mac, &y->st.key))
+        return -1;
+    return ms_mac_hash(&y->mac, v, n, out);
+}
+
+static int change_id(syncer *y, const char *replica, const SyncChange *c,
+                     uint8_t id[MS_CHANGE_ID])
 {
     uint8_t mac[MS_HASH_SIZE];
     size_t rl = strlen(replica) + 1, kl = strlen(c->key) + 1,
@@ -73,7 +82,7 @@ static int change_id(const ms_ns_key *k, const char *replica,
     if (c->value.len)
         memcpy(buf + at, c->value.data, c->value.len);
     /* The MAC half of the namespace key, as for content hashes. */
-    int rc = ms_content_hash(k, buf, n, mac);
+    int rc = hash(y, buf, n, mac);
     OPENSSL_cleanse(buf, n);
     free(buf);
     if (rc)
@@ -192,7 +201,7 @@ static int write_change(syncer *y, const SyncChange *c, uint64_t version,
         ms_seal_ctx w = {ns, c->key, key_len, version, e.generation};
         if (ms_seal(&y->st.key, &w, c->value.data, c->value.len, &sealed,
                     &e.sealed_len) ||
-            ms_content_hash(&y->st.key, c->value.data, c->value.len, e.hash))
+            hash(y, c->value.data, c->value.len, e.hash))
             goto out;
         e.sealed = sealed;
         e.size = c->value.len;
@@ -299,7 +308,7 @@ static int one_change(syncer *y, es_txn *txn, const SyncChange *c, ms_error *err
     uint64_t cur_version = 0, cur_hlc = 0;
     bool cur_deleted = true;
 
-    if (change_id(&y->st.key, y->req->replica_id, c, id))
+    if (change_id(y, y->req->replica_id, c, id))
         return ms_fail(err, 13, "hashing a change failed");
     if (seen(y, txn, id))
         return 0;
@@ -517,6 +526,7 @@ out:
     free(y.applied_event);
     free(y.plans);
     free(y.ids);
+    ms_mac_close(&y.mac);
     ms_key_wipe(&y.st.key);
     ms_batch_free(&y.b);
     return code;

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "services/memory_sync/model.h"
 
 static int failures;
@@ -230,6 +233,26 @@ static void test_seal(void)
     CHECK(ms_content_hash(&k, "v", 1, h1) == 0 && ms_content_hash(&k, "v", 1, h2) == 0);
     CHECK(ms_content_hash(&other, "v", 1, h3) == 0);
     CHECK(memcmp(h1, h2, MS_HASH_SIZE) == 0 && memcmp(h1, h3, MS_HASH_SIZE) != 0);
+    /* It is HMAC-SHA256 under the key's second half, and one ms_mac keyed
+     * once gives the same hash for each of many values, empty ones too. */
+    const char *vals[] = {"v", "", "a longer value, longer than a block of "
+                          "SHA-256, which is sixty-four bytes long", "v", ""};
+    ms_mac m;
+    CHECK(ms_mac_open(&m, &k) == 0);
+    for (size_t i = 0; i < 5; i++) {
+        size_t n = strlen(vals[i]);
+        unsigned hl = 0;
+        uint8_t want[MS_HASH_SIZE], one[MS_HASH_SIZE], many[MS_HASH_SIZE];
+        CHECK(HMAC(EVP_sha256(), k.bytes + 32, 32, (const uint8_t *)vals[i], n,
+                   want, &hl) && hl == MS_HASH_SIZE);
+        CHECK(ms_content_hash(&k, vals[i], n, one) == 0);
+        CHECK(ms_mac_hash(&m, vals[i], n, many) == 0);
+        CHECK(memcmp(want, one, MS_HASH_SIZE) == 0);
+        CHECK(memcmp(want, many, MS_HASH_SIZE) == 0);
+    }
+    ms_mac_close(&m);
+    CHECK(m.ctx == NULL && ms_mac_hash(&m, "v", 1, h1) == -1);
+    ms_mac_close(&m);
     ms_key_wipe(&k);
     static const uint8_t zero[MS_NS_KEY_SIZE];
     CHECK(memcmp(k.bytes, zero, sizeof zero) == 0);
