@@ -285,6 +285,7 @@ int es_open(const char *path, const es_options *opts, es_store **out)
             rc = ES_NOMEM;
             goto out;
         }
+        pthread_setname_np(s->writer, "es-writer");
         s->writer_started = true;
     }
     *out = s;

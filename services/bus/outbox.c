@@ -751,6 +751,7 @@ int bus_outbox_start(es_store *store, const bus_outbox_options *opts, bus_outbox
         rc = BUS_NOMEM;
         goto out;
     }
+    pthread_setname_np(ob->thread, "outbox");
     *out = ob;
     return BUS_OK;
 out:

@@ -67,6 +67,7 @@ int rpc__pool_create(unsigned threads, unsigned depth, rpc__pool_fn fn,
             rc = RPC_ERR_SYSTEM;
             goto out;
         }
+        pthread_setname_np(p->threads[i], "rpc-worker");
         p->nthreads++;
     }
     *out = p;

@@ -539,6 +539,7 @@ int rpc_server_start(rpc_server *srv, int *port)
             rc = RPC_ERR_SYSTEM;
             goto out;
         }
+        pthread_setname_np(srv->cq_threads[i], "rpc-cq");
         srv->ncq_threads++;
     }
     if (srv->health != NULL)

@@ -293,6 +293,7 @@ int qs_projector_start(qs_db *db, const qs_projector_options *opts,
         rc = ES_IO;
         goto out;
     }
+    pthread_setname_np(p->thread, "q-live");
     p->started = true;
     for (int i = 0; i < QS_NSOURCES; i++) {
         source_state *s = &p->src[i];
