@@ -56,6 +56,46 @@ static qs_event *submitted(uint64_t position)
     return ev;
 }
 
+/* A MemoryWritten at `position` of memory-sync's log: key k<position % 5>
+ * of namespace n<position % 2>, so later writes overwrite earlier ones. */
+static qs_event *memwritten(uint64_t position)
+{
+    char ns[8], key[8], stream[24];
+    snprintf(ns, sizeof ns, "n%llu", (unsigned long long)(position % 2));
+    snprintf(key, sizeof key, "k%llu", (unsigned long long)(position % 5));
+    snprintf(stream, sizeof stream, "memory-%s", ns);
+    uint8_t hash[32] = {1, 2, 3}, sealed[40] = {9};
+    Agentmesh__V1__MemoryWritten w = AGENTMESH__V1__MEMORY_WRITTEN__INIT;
+    w.namespace_ = ns;
+    w.key = key;
+    w.version = position;
+    w.size = 12;
+    w.content_hash.data = hash;
+    w.content_hash.len = sizeof hash;
+    w.content_type = "text/plain";
+    w.replica_id = "r1";
+    w.hlc = position << 16;
+    w.sealed_value.data = sealed;
+    w.sealed_value.len = sizeof sealed;
+    uint8_t buf[256];
+    size_t len = agentmesh__v1__memory_written__pack(&w, buf);
+    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
+    char eid[40];
+    snprintf(eid, sizeof eid, "00000000-0000-0000-0001-%012llu",
+             (unsigned long long)position);
+    e.event_id = eid;
+    e.stream = stream;
+    e.position = position;
+    e.stream_version = position / 2;
+    e.type = "agentmesh.v1.MemoryWritten";
+    e.time_unix_nano = 1000000000ll * (int64_t)position;
+    e.data.data = buf;
+    e.data.len = len;
+    qs_event *ev = NULL;
+    CHECK(qs_event_from_proto(QS_MEMORY, &e, NULL, &ev) == ES_OK);
+    return ev;
+}
+
 static qs_apply_result apply(qs_db *db, const uint64_t *pos, size_t n)
 {
     qs_event *evs[16] = {NULL};
@@ -106,8 +146,9 @@ static uint64_t counts(qs_db *db)
     return pending;
 }
 
-/* The record of a new task is made where the event is decoded; applied
- * without it (as the general path does) the read models are the same. */
+/* The record of a new task and a memory entry is made where the event is
+ * decoded; applied without it (as the general path does) the read models
+ * are the same. */
 static void test_prepared_records(const char *base)
 {
     char dir[2][600];
@@ -122,13 +163,25 @@ static void test_prepared_records(const char *base)
         for (uint64_t first = 1; first <= 48; first += 16) {
             for (size_t i = 0; i < 16; i++) {
                 evs[i] = submitted(first + i);
-                CHECK(evs[i]->task_rec != NULL);
+                CHECK(evs[i]->rec != NULL);
                 if (k == 1) {
-                    free(evs[i]->task_rec);
-                    evs[i]->task_rec = NULL;
+                    free(evs[i]->rec);
+                    evs[i]->rec = NULL;
                 }
             }
             CHECK(qs_apply(db, QS_AGENTS, evs, 16, &res) == ES_OK);
+            CHECK(res.applied == 16);
+            for (size_t i = 0; i < 16; i++)
+                qs_event_free(evs[i]);
+            for (size_t i = 0; i < 16; i++) {
+                evs[i] = memwritten(first + i);
+                CHECK(evs[i]->rec != NULL);
+                if (k == 1) {
+                    free(evs[i]->rec);
+                    evs[i]->rec = NULL;
+                }
+            }
+            CHECK(qs_apply(db, QS_MEMORY, evs, 16, &res) == ES_OK);
             CHECK(res.applied == 16);
             for (size_t i = 0; i < 16; i++)
                 qs_event_free(evs[i]);
@@ -141,7 +194,8 @@ static void test_prepared_records(const char *base)
         rmdir(dir[k]);
     }
     CHECK(len[0] > 1000 && len[0] == len[1] && !memcmp(text[0], text[1], len[0]));
-    CHECK(strstr(text[0], "q.tasks.agent ") && strstr(text[0], "q.timeline "));
+    CHECK(strstr(text[0], "q.tasks.agent ") && strstr(text[0], "q.timeline ") &&
+          strstr(text[0], "q.memory "));
     free(text[0]);
     free(text[1]);
 }

@@ -27,7 +27,7 @@ void qs_event_free(qs_event *ev)
         protobuf_c_message_free_unpacked(ev->payload, NULL);
     free(ev->data);
     free(ev->feed);
-    free(ev->task_rec);
+    free(ev->rec);
     free(ev);
 }
 
@@ -55,13 +55,15 @@ static int finish(qs_event *ev, ProtobufCMessage *m, qs_arena *ar)
     return qs_pack_in(ar, m, &ev->data, &ev->data_len);
 }
 
-/* Packs the feed's form and a new task's record here, on the thread that
- * decodes (catch-up reader, NATS), to keep them out of the one write
- * transaction all paths share. */
+/* Packs the feed's form and the record the event makes (a new task's, a
+ * memory entry) here, on the thread that decodes (catch-up reader, NATS),
+ * to keep them out of the one write transaction all paths share. */
 static int pack_feed(qs_event *ev, qs_arena *ar)
 {
     int rc = qs_feed_pack(ev, ar, &ev->feed, &ev->feed_len);
-    return rc ? rc : qs_tasks_prepare(ev, ar);
+    if (!rc)
+        rc = qs_tasks_prepare(ev, ar);
+    return rc ? rc : qs_memory_prepare(ev, ar);
 }
 
 /* The message type of an event type name, or NULL. The registry searches

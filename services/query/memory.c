@@ -24,13 +24,10 @@ static size_t make_key(uint8_t *k, size_t cap, const char *ns, const char *key)
     return nl + 1 + kl;
 }
 
-static int written(es_txn *txn, const qs_event *ev,
-                   const Agentmesh__V1__MemoryWritten *w)
+/* The entry a MemoryWritten makes, packed (from ar when not NULL). */
+static int entry_record(const qs_event *ev, const Agentmesh__V1__MemoryWritten *w,
+                        qs_arena *ar, uint8_t **out, size_t *len)
 {
-    uint8_t k[ES_KEY_MAX + 1];
-    size_t kl = make_key(k, sizeof k, w->namespace_, w->key);
-    if (!kl)
-        return ES_OK;
     Agentmesh__V1__MemoryEntry e = AGENTMESH__V1__MEMORY_ENTRY__INIT;
     e.namespace_ = w->namespace_;
     e.key = w->key;
@@ -40,13 +37,35 @@ static int written(es_txn *txn, const qs_event *ev,
     e.hlc = w->hlc;
     e.position = ev->position;
     e.updated_at_unix_nano = ev->time_unix_nano;
-    uint8_t *buf;
-    size_t len;
-    int rc = qs_pack(&e.base, &buf, &len);
-    if (rc)
-        return rc;
-    rc = es_kv_put(txn, NS, k, kl, buf, len);
-    free(buf);
+    return qs_pack_in(ar, &e.base, out, len);
+}
+
+int qs_memory_prepare(qs_event *ev, qs_arena *ar)
+{
+    if (!ev->payload ||
+        ev->payload->descriptor != &agentmesh__v1__memory_written__descriptor)
+        return ES_OK;
+    return entry_record(ev, (const void *)ev->payload, ar, &ev->rec,
+                        &ev->rec_len);
+}
+
+static int written(es_txn *txn, const qs_event *ev,
+                   const Agentmesh__V1__MemoryWritten *w)
+{
+    uint8_t k[ES_KEY_MAX + 1], *own = NULL;
+    size_t kl = make_key(k, sizeof k, w->namespace_, w->key);
+    if (!kl)
+        return ES_OK;
+    const uint8_t *buf = ev->rec;
+    size_t len = ev->rec_len;
+    if (!buf) {
+        int rc = entry_record(ev, w, NULL, &own, &len);
+        if (rc)
+            return rc;
+        buf = own;
+    }
+    int rc = es_kv_put(txn, NS, k, kl, buf, len);
+    free(own);
     return rc;
 }
 

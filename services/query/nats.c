@@ -14,6 +14,11 @@
 #include "services/query/query.h"
 
 #define SUBJECT "agentmesh.events.>"
+/* Messages held back from natsMsg_Destroy: nats.c hands each destroyed
+ * message to its collector thread and wakes that thread if it sleeps, which
+ * at thousands of messages a second is a wake (two context switches) per
+ * message. Destroyed HOLD_MAX at a time, it is one wake per HOLD_MAX. */
+#define HOLD_MAX 64
 
 struct qs_nats {
     qs_projector *p;
@@ -24,7 +29,17 @@ struct qs_nats {
     bool closed;
     bool stopping;
     bool was_down;
+    pthread_mutex_t hold_mu; /* the callback's, and stop's after it */
+    natsMsg *held[HOLD_MAX];
+    size_t n_held;
 };
+
+static void release_held(qs_nats *n)
+{
+    for (size_t i = 0; i < n->n_held; i++)
+        natsMsg_Destroy(n->held[i]);
+    n->n_held = 0;
+}
 
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                    void *closure)
@@ -42,7 +57,11 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     else
         LOG_WARN("query: dropped a message on %s: %s", natsMsg_GetSubject(msg),
                  why);
-    natsMsg_Destroy(msg);
+    pthread_mutex_lock(&n->hold_mu);
+    n->held[n->n_held++] = msg;
+    if (n->n_held == HOLD_MAX)
+        release_held(n);
+    pthread_mutex_unlock(&n->hold_mu);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -88,6 +107,7 @@ int qs_nats_start(const char *url, qs_projector *p, qs_nats **out)
         return ES_NOMEM;
     n->p = p;
     pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->hold_mu, NULL);
     pthread_cond_init(&n->cv, NULL);
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
@@ -147,8 +167,12 @@ void qs_nats_stop(qs_nats *n)
         pthread_mutex_unlock(&n->mu);
     }
     natsSubscription_Destroy(n->sub);
+    pthread_mutex_lock(&n->hold_mu);
+    release_held(n);
+    pthread_mutex_unlock(&n->hold_mu);
     natsConnection_Destroy(n->nc);
     pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->hold_mu);
     pthread_mutex_destroy(&n->mu);
     free(n);
 }

@@ -75,10 +75,12 @@ typedef struct qs_event {
      * made yet (qs_feed_apply packs it then). */
     uint8_t *feed;
     size_t feed_len;
-    /* A task stream's first event: the task record it makes, encoded
-     * where the event is decoded (qs_tasks_prepare); NULL otherwise. */
-    uint8_t *task_rec;
-    size_t task_rec_len;
+    /* The read-model record the event makes, encoded where the event is
+     * decoded (qs_tasks_prepare, qs_memory_prepare): a task stream's
+     * first event makes the task's record, a MemoryWritten its entry;
+     * NULL otherwise, or when not made yet (the apply makes it then). */
+    uint8_t *rec;
+    size_t rec_len;
     bool inline_strings; /* stream, type, traceparent share ev's block */
     bool in_arena;       /* everything of it is in an arena: freeing the
                             event is the arena's job */
@@ -205,9 +207,12 @@ extern const char *const qs_namespaces[];
 int qs_agents_apply(qs_tx *tx, const qs_event *ev);
 int qs_tasks_apply(qs_tx *tx, const qs_event *ev);
 /* Encodes the task record a task stream's first event makes into
- * ev->task_rec (from ar, or malloc when ar is NULL); a no-op for other
+ * ev->rec (from ar, or malloc when ar is NULL); a no-op for other
  * events. Errors: ES_NOMEM. */
 int qs_tasks_prepare(qs_event *ev, qs_arena *ar);
+/* Encodes the memory entry a MemoryWritten makes into ev->rec (from ar,
+ * or malloc when ar is NULL); a no-op for other events. Errors: ES_NOMEM. */
+int qs_memory_prepare(qs_event *ev, qs_arena *ar);
 int qs_memory_apply(qs_tx *tx, const qs_event *ev);
 int qs_feed_apply(qs_tx *tx, const qs_event *ev);
 /* The event as the feed stores it: a packed agentmesh.v1.Event in a new

@@ -311,7 +311,7 @@ int qs_tasks_prepare(qs_event *ev, qs_arena *ar)
     memset(&r, 0, sizeof r);
     int rc = first_record(ev, id, &r);
     if (!rc)
-        rc = encode(&r, ar, &ev->task_rec, &ev->task_rec_len);
+        rc = encode(&r, ar, &ev->rec, &ev->rec_len);
     if (r.t)
         protobuf_c_message_free_unpacked(&r.t->base, NULL);
     return rc;
@@ -322,21 +322,21 @@ int qs_tasks_prepare(qs_event *ev, qs_arena *ar)
 static int apply_prepared(qs_tx *tx, const qs_event *ev, const char *id)
 {
     const Agentmesh__V1__TaskSubmitted *p = (const void *)ev->payload;
-    const uint8_t *b = ev->task_rec;
+    const uint8_t *b = ev->rec;
     keys now;
     memset(&now, 0, sizeof now);
-    if (ev->task_rec_len < 10)
+    if (ev->rec_len < 10)
         return ES_CORRUPT;
     size_t al = (size_t)b[8] << 8 | b[9]; /* the requested agent */
-    if (al > ID_MAX || 10 + al > ev->task_rec_len)
+    if (al > ID_MAX || 10 + al > ev->rec_len)
         return ES_CORRUPT;
     memcpy(now.agent, b + 10, al);
     now.agent[al] = '\0';
     now.by_agent = al > 0;
     now.state = AGENTMESH__V1__TASK_STATE__TASK_STATE_PENDING;
     now.submitted = p->submitted_at_unix_nano;
-    int rc = es_kv_put(tx->txn, NS, id, strlen(id), ev->task_rec,
-                       ev->task_rec_len);
+    int rc = es_kv_put(tx->txn, NS, id, strlen(id), ev->rec,
+                       ev->rec_len);
     if (!rc)
         rc = index_task(tx, id, ev->position, &now, NULL);
     return rc ? rc : timeline_add(tx->txn, ev, id);
@@ -348,7 +348,7 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
     const char *id = task_id_of(ev);
     if (!id)
         return ES_OK;
-    if (ev->task_rec && makes_task(ev))
+    if (ev->rec && makes_task(ev))
         return apply_prepared(tx, ev, id);
     rec r;
     memset(&r, 0, sizeof r);
