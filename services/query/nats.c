@@ -1,7 +1,8 @@
 /* The NATS consumer: a core subscription to agentmesh.events.> whose
- * messages (CloudEvents JSON) are decoded and queued for the projector. A
- * reconnect after an outage asks every source to catch up, since core NATS
- * does not replay what was published meanwhile. */
+ * messages (CloudEvents JSON) are decoded and handed to the projector, which
+ * applies each burst on this delivery thread. A reconnect after an outage
+ * asks every source to catch up, since core NATS does not replay what was
+ * published meanwhile. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -45,18 +46,19 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                    void *closure)
 {
     (void)nc;
-    (void)sub;
     qs_nats *n = closure;
     qs_event *ev = NULL;
     char why[160];
     int rc = qs_event_from_cloudevent(natsMsg_GetData(msg),
                                       (size_t)natsMsg_GetDataLength(msg), &ev,
                                       why, sizeof why);
-    if (rc == ES_OK)
-        qs_projector_push(n->p, ev);
-    else
+    int pending = 0;
+    if (natsSubscription_GetPending(sub, &pending, NULL) != NATS_OK)
+        pending = 0;
+    if (rc != ES_OK)
         LOG_WARN("query: dropped a message on %s: %s", natsMsg_GetSubject(msg),
                  why);
+    qs_projector_push(n->p, rc == ES_OK ? ev : NULL, pending > 0);
     pthread_mutex_lock(&n->hold_mu);
     n->held[n->n_held++] = msg;
     if (n->n_held == HOLD_MAX)

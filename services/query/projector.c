@@ -1,10 +1,12 @@
-/* The projector: a thread that drains the live queue filled by the NATS
- * consumer and applies each run of one source's events as one batch, and one
- * catch-up thread per source that reads the source's EventStore on start,
- * on a gap, after a NATS outage and on an idle poll. Every path ends in
- * qs_apply, whose position check makes the effect exactly-once. */
+/* The projector: the live path, which applies NATS events on the NATS
+ * delivery thread at the end of each burst (one batch per run of a source's
+ * events), and one catch-up thread per source that reads the source's
+ * EventStore on start, on a gap, after a NATS outage and on an idle poll.
+ * Every path ends in qs_apply, whose position check makes the effect
+ * exactly-once. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,8 +16,10 @@
 #include "services/query/query.h"
 
 #define BATCH_MAX 1000
-#define QUEUE_MAX 1000000 /* events waiting; beyond, they are dropped and
-                             the gap is filled by catch-up */
+/* Live events are applied when NATS has no more waiting for us, or when
+ * this many are held: a burst is one transaction, and a steady backlog
+ * still commits every LIVE_MAX events. */
+#define LIVE_MAX 256
 
 typedef struct source_state {
     int index;
@@ -25,19 +29,22 @@ typedef struct source_state {
     bool started;
     bool want;
     bool failing;
+    /* When the live feed last brought one of this source's events
+     * (qs_mono_ms): the idle poll is skipped while the feed flows. */
+    _Atomic int64_t live_ms;
 } source_state;
 
 struct qs_projector {
     qs_db *db;
     qs_projector_options opts;
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* the live thread: events queued, or stop */
     pthread_cond_t catch_cv; /* catch-up threads: asked for, or stop */
-    qs_event **q;
-    size_t qn, qcap;
     bool stop;
-    pthread_t thread;
-    bool started;
+    /* Live events held until the end of their burst: only the NATS
+     * delivery thread touches them (one thread per subscription), and
+     * qs_projector_stop after NATS is closed. */
+    qs_event *live[LIVE_MAX];
+    size_t n_live;
     source_state src[QS_NSOURCES];
     qs_nats *nats;
     metrics_family *applied, *dropped, *gaps, *lag, *position;
@@ -101,38 +108,22 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void qs_projector_push(qs_projector *p, qs_event *ev)
+static void apply_live(qs_projector *p);
+
+void qs_projector_push(qs_projector *p, qs_event *ev, bool more)
 {
     /* A source without an address is not projected: its gaps could not be
      * filled. */
-    const char *addr = p->opts.addr[ev->source];
-    if (!addr || !*addr) {
+    const char *addr = ev ? p->opts.addr[ev->source] : NULL;
+    if (ev && (!addr || !*addr))
         qs_event_free(ev);
-        return;
-    }
-    pthread_mutex_lock(&p->mu);
-    if (p->qn == p->qcap && p->qcap < QUEUE_MAX) {
-        size_t cap = p->qcap ? p->qcap * 2 : 1024;
-        qs_event **q = realloc(p->q, cap * sizeof *q);
-        if (q) {
-            p->q = q;
-            p->qcap = cap;
-        }
-    }
-    if (p->qn < p->qcap) {
-        /* The live thread takes the whole queue at once: it needs waking
-         * only when the queue was empty (not once per event, which at
-         * thousands of events a second costs more than the events). */
-        if (p->qn++ == 0)
-            pthread_cond_signal(&p->cv);
-        p->q[p->qn - 1] = ev;
-        ev = NULL;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (ev) {
-        /* Dropped: the next event shows the gap and catch-up fills it. */
-        qs_event_free(ev);
-    }
+    else if (ev)
+        p->live[p->n_live++] = ev;
+    /* Applied here, on the delivery thread, rather than handed to another
+     * thread: a hand-off is a wake and two context switches an event, and
+     * under load the woken thread waits for a CPU. */
+    if (p->n_live && (!more || p->n_live == LIVE_MAX))
+        apply_live(p);
 }
 
 void qs_projector_catch_up(qs_projector *p, int source)
@@ -156,6 +147,8 @@ static void deadline_in(int64_t ms, struct timespec *ts)
 static void apply_run(qs_projector *p, int source, qs_event **evs, size_t n)
 {
     uint64_t pos[QS_NSOURCES];
+    atomic_store_explicit(&p->src[source].live_ms, qs_mono_ms(),
+                          memory_order_relaxed);
     qs_db_positions_now(p->db, pos);
     const char *name = qs_source_name(source);
     size_t skip = 0;
@@ -192,38 +185,22 @@ static void apply_run(qs_projector *p, int source, qs_event **evs, size_t n)
     }
 }
 
-static void *live_main(void *arg)
+static void apply_live(qs_projector *p)
 {
-    qs_projector *p = arg;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->qn && !p->stop)
-            pthread_cond_wait(&p->cv, &p->mu);
-        if (p->stop) {
-            pthread_mutex_unlock(&p->mu);
-            break;
-        }
-        qs_event **q = p->q;
-        size_t n = p->qn;
-        p->q = NULL;
-        p->qn = p->qcap = 0;
-        pthread_mutex_unlock(&p->mu);
-        size_t i = 0;
-        while (i < n) {
-            size_t j = i + 1;
-            /* A run: one source, ascending positions, bounded size. */
-            while (j < n && j - i < BATCH_MAX &&
-                   q[j]->source == q[i]->source &&
-                   q[j]->position > q[j - 1]->position)
-                j++;
-            apply_run(p, q[i]->source, q + i, j - i);
-            i = j;
-        }
-        for (i = 0; i < n; i++)
-            qs_event_free(q[i]);
-        free(q);
+    qs_event **q = p->live;
+    size_t n = p->n_live, i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        /* A run: one source, ascending positions, bounded size. */
+        while (j < n && j - i < BATCH_MAX && q[j]->source == q[i]->source &&
+               q[j]->position > q[j - 1]->position)
+            j++;
+        apply_run(p, q[i]->source, q + i, j - i);
+        i = j;
     }
-    return NULL;
+    for (i = 0; i < n; i++)
+        qs_event_free(q[i]);
+    p->n_live = 0;
 }
 
 static void *catch_up_main(void *arg)
@@ -240,12 +217,22 @@ static void *catch_up_main(void *arg)
         while (!s->want && !p->stop &&
                pthread_cond_timedwait(&p->catch_cv, &p->mu, &ts) == 0)
             ;
-        bool stop = p->stop;
-        /* A poll when nothing asked: finds what NATS did not bring. */
+        bool stop = p->stop, asked = s->want;
         s->want = false;
         pthread_mutex_unlock(&p->mu);
         if (stop)
             break;
+        /* A poll when nothing asked finds what NATS did not bring: the
+         * last events before a silence (a lost event followed by others is
+         * a gap, and the gap asks). While the live feed brings this
+         * source's events, there is no silence to cover, and reading
+         * what is still on its way through NATS would only apply it
+         * twice over: the poll waits for a quiet interval. */
+        if (!asked && !s->failing &&
+            qs_mono_ms() - atomic_load_explicit(&s->live_ms,
+                                                memory_order_relaxed) <
+                p->opts.poll_ms)
+            continue;
         uint64_t applied = 0;
         int rc = qs_catch_up(p->db, s->client, s->index, p->opts.page, 1,
                              &applied, NULL, NULL, NULL);
@@ -285,16 +272,9 @@ int qs_projector_start(qs_db *db, const qs_projector_options *opts,
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
     pthread_cond_init(&p->catch_cv, &ca);
     pthread_condattr_destroy(&ca);
     create_metrics(p, opts->metrics);
-    if (pthread_create(&p->thread, NULL, live_main, p)) {
-        rc = ES_IO;
-        goto out;
-    }
-    pthread_setname_np(p->thread, "q-live");
-    p->started = true;
     for (int i = 0; i < QS_NSOURCES; i++) {
         source_state *s = &p->src[i];
         s->index = i;
@@ -328,20 +308,17 @@ void qs_projector_stop(qs_projector *p)
     qs_nats_stop(p->nats);
     pthread_mutex_lock(&p->mu);
     p->stop = true;
-    pthread_cond_broadcast(&p->cv);
     pthread_cond_broadcast(&p->catch_cv);
     pthread_mutex_unlock(&p->mu);
-    if (p->started)
-        pthread_join(p->thread, NULL);
     for (int i = 0; i < QS_NSOURCES; i++) {
         if (p->src[i].started)
             pthread_join(p->src[i].thread, NULL);
         qs_client_destroy(p->src[i].client);
     }
-    for (size_t i = 0; i < p->qn; i++)
-        qs_event_free(p->q[i]);
-    free(p->q);
-    pthread_cond_destroy(&p->cv);
+    /* Held events are not applied: they are in the sources' logs, and the
+     * next start catches up from the checkpoint. */
+    for (size_t i = 0; i < p->n_live; i++)
+        qs_event_free(p->live[i]);
     pthread_cond_destroy(&p->catch_cv);
     pthread_mutex_destroy(&p->mu);
     free(p);

@@ -348,8 +348,11 @@ int qs_projector_start(qs_db *db, const qs_projector_options *opts,
 /* Stops the threads, closes NATS (waiting for its closed callback) and
  * frees. NULL is a no-op. */
 void qs_projector_stop(qs_projector *p);
-/* Queues an event from NATS (takes ownership of ev). */
-void qs_projector_push(qs_projector *p, qs_event *ev);
+/* An event from NATS (takes ownership of ev; NULL adds none), on the
+ * delivery thread: held while `more` (NATS has further messages waiting for
+ * this subscription) and fewer than 256 are held, then applied with those
+ * held, on the caller's thread. Only one thread may call it. */
+void qs_projector_push(qs_projector *p, qs_event *ev, bool more);
 /* Asks source's catch-up thread (or every source's when < 0) to run. */
 void qs_projector_catch_up(qs_projector *p, int source);
 

@@ -8,8 +8,10 @@ answers; exactly-once under faults in one 10,000-event run (the query
 service started after events were published, killed with SIGKILL in the
 middle, nats-server stopped for a while), with exact counts, stats and
 feeds after each fault; min_positions read-your-writes and its deadline;
-pagination under concurrent inserts; rebuild equivalence (dump, rebuild,
-dump, identical); health, reflection and SIGTERM.
+pagination under concurrent inserts; the idle poll (skipped for a source
+whose events NATS brings, still finding a source's events NATS does not
+carry); rebuild equivalence (dump, rebuild, dump, identical); health,
+reflection and SIGTERM.
 Usage: query_test.py QUERY AGENT_MANAGER MEMORY_SYNC API_DESC"""
 
 import os
@@ -96,7 +98,7 @@ class Mesh:
     """nats-server, agent-manager, memory-sync and query in one temporary
     directory; each can be stopped and started again on the same data."""
 
-    def __init__(self, start_query=True):
+    def __init__(self, start_query=True, memory_nats=True):
         self.dir = tempfile.mkdtemp(prefix="query-test-")
         self.nats = NatsServer().start() if USE_NATS else None
         self.am = lib.Server(AGENT_MANAGER, [
@@ -106,7 +108,8 @@ class Mesh:
         self.ms = lib.Server(MEMORY_SYNC, [
             "--data-dir=" + os.path.join(self.dir, "memory"),
             "--listen=127.0.0.1:0", "--admin=127.0.0.1:0",
-            "--nats-url=" + self.nats_url, "--no-sync"]).start()
+            "--nats-url=" + (self.nats_url if memory_nats else ""),
+            "--no-sync"]).start()
         self.agents = Client(self.am.grpc_target, "AgentManager")
         self.agents_es = Client(self.am.grpc_target, "EventStore")
         self.memory = Client(self.ms.grpc_target, "MemorySync")
@@ -616,6 +619,68 @@ class PaginationTest(unittest.TestCase):
         finally:
             codes = mesh.close()
         self.assertTrue(all(c == 0 for c in codes.values()), codes)
+
+
+def read_all_calls(server):
+    """EventStore.ReadAll calls a source has served, from its /metrics."""
+    status, text = lib.http_get(server.admin_url + "/metrics")
+    assert status == 200, status
+    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+               if line.startswith("agentmesh_rpc_requests_total{")
+               and "EventStore/ReadAll" in line)
+
+
+@unittest.skipUnless(USE_NATS, "needs NATS")
+class PollTest(unittest.TestCase):
+    """agent-manager publishes on NATS, memory-sync has no outbox: while
+    agents' events flow through NATS, the query service does not poll
+    agent-manager, and it keeps polling memory-sync, whose events only the
+    poll brings (--poll-interval 250ms)."""
+
+    def test_poll_only_a_quiet_source(self):
+        m = Mesh(memory_nats=False)
+        try:
+            m.caught_up()
+            stop = threading.Event()
+            sent = []
+
+            def stream():
+                while not stop.is_set():
+                    m.agents.SubmitTask(required_capabilities=["none"],
+                                        input="x")
+                    sent.append(1)
+                    time.sleep(0.01)
+            t = threading.Thread(target=stream)
+            t.start()
+            try:
+                lib.poll_until(lambda: len(sent) > 5, what="agents' stream")
+                before = read_all_calls(m.am)
+                start = time.monotonic()
+                # Memory events come by the poll alone, during the stream.
+                m.memory.PutMemory(namespace="quiet", key="k", value=b"v")
+                heads = m.heads()
+                m.q.GetStats(min_positions={"memory": heads["memory"]},
+                             timeout=5)
+                while time.monotonic() - start < 2.5:
+                    time.sleep(0.05)
+                during = read_all_calls(m.am) - before
+            finally:
+                stop.set()
+                t.join()
+            # Ten poll intervals went by; a pause of the stream longer than
+            # an interval (a slow machine) may let one or two polls through.
+            self.assertLessEqual(during, 2, "agent-manager polled while "
+                                 "NATS brought its events")
+            heads = m.caught_up()
+            r = m.q.GetStats()
+            self.assertEqual(dict(r.positions), heads)
+            live = lib.metric_value(
+                lib.http_get(m.qs.admin_url + "/metrics")[1],
+                "agentmesh_query_events_applied_total",
+                {"source": "agents", "path": "nats"})
+            self.assertGreaterEqual(live or 0, len(sent) - 5)
+        finally:
+            m.close()
 
 
 class FaultsTest(unittest.TestCase):
