@@ -291,7 +291,19 @@ typedef struct source {
     size_t cap;
     uint64_t max_pos; /* highest position acknowledged */
     atomic_ullong seen; /* the query checkpoint last read */
+    /* Messages destroyed 64 at a time (nats.c wakes its collector thread
+     * for every destroy that finds it asleep); only on_msg touches them,
+     * and the rest are destroyed after the subscription is. */
+    natsMsg *held[64];
+    size_t n_held;
 } source;
+
+static void release_held(source *src)
+{
+    for (size_t i = 0; i < src->n_held; i++)
+        natsMsg_Destroy(src->held[i]);
+    src->n_held = 0;
+}
 
 /* ---- Visibility: the query env's checkpoints, polled. ------------------ */
 
@@ -344,7 +356,9 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
         if (p < src->cap && !src->arrived[p])
             src->arrived[p] = now();
     }
-    natsMsg_Destroy(msg);
+    src->held[src->n_held++] = msg;
+    if (src->n_held == sizeof src->held / sizeof src->held[0])
+        release_held(src);
 }
 
 /* ---- Load: commands at a steady rate over one async completion queue. -- */
@@ -992,6 +1006,8 @@ int main(int argc, char **argv)
             natsSubscription_Destroy(ns[s]);
         }
     natsConnection_Destroy(nc);
+    for (int s = 0; s < SRC_N; s++)
+        release_held(&src[s]);
     atomic_store(&w.stop, true);
     pthread_join(wt, NULL);
     es_close(w.store);
