@@ -187,19 +187,30 @@ static void apply_run(qs_projector *p, int source, qs_event **evs, size_t n)
 
 static void apply_live(qs_projector *p)
 {
-    qs_event **q = p->live;
-    size_t n = p->n_live, i = 0;
-    while (i < n) {
-        size_t j = i + 1;
-        /* A run: one source, ascending positions, bounded size. */
-        while (j < n && j - i < BATCH_MAX && q[j]->source == q[i]->source &&
-               q[j]->position > q[j - 1]->position)
-            j++;
-        apply_run(p, q[i]->source, q + i, j - i);
-        i = j;
+    qs_event *by_source[LIVE_MAX];
+    size_t n = p->n_live;
+    /* Each source's events together (their order among sources does not
+     * matter; within a source it is kept): interleaved sources would
+     * otherwise make a transaction of every few events. */
+    for (int src = 0; src < QS_NSOURCES; src++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (p->live[i]->source == src)
+                by_source[m++] = p->live[i];
+        size_t i = 0;
+        while (i < m) {
+            size_t j = i + 1;
+            /* A run: ascending positions (NATS may redeliver or reorder
+             * across a reconnect), bounded size. */
+            while (j < m && j - i < BATCH_MAX &&
+                   by_source[j]->position > by_source[j - 1]->position)
+                j++;
+            apply_run(p, src, by_source + i, j - i);
+            i = j;
+        }
     }
-    for (i = 0; i < n; i++)
-        qs_event_free(q[i]);
+    for (size_t i = 0; i < n; i++)
+        qs_event_free(p->live[i]);
     p->n_live = 0;
 }
 
