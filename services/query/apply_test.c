@@ -18,6 +18,33 @@
         }                                                                     \
     } while (0)
 
+/* An event of `source` with payload m, as the EventStore API would hand it
+ * out (its type is m's full name). */
+static qs_event *event_of(int source, uint64_t position, char *stream,
+                          uint64_t stream_version, const ProtobufCMessage *m,
+                          int64_t time_unix_nano)
+{
+    uint8_t buf[256];
+    char eid[40], type[80];
+    CHECK(protobuf_c_message_get_packed_size(m) <= sizeof buf);
+    size_t len = protobuf_c_message_pack(m, buf);
+    snprintf(eid, sizeof eid, "00000000-0000-0000-%04d-%012llu", source,
+             (unsigned long long)position);
+    snprintf(type, sizeof type, "%s", m->descriptor->name);
+    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
+    e.event_id = eid;
+    e.stream = stream;
+    e.position = position;
+    e.stream_version = stream_version;
+    e.type = type;
+    e.time_unix_nano = time_unix_nano;
+    e.data.data = buf;
+    e.data.len = len;
+    qs_event *ev = NULL;
+    CHECK(qs_event_from_proto(source, &e, NULL, &ev) == ES_OK);
+    return ev;
+}
+
 /* A TaskSubmitted event at `position` (task "t<position>"), as the
  * EventStore API would hand it out. */
 static qs_event *submitted(uint64_t position)
@@ -38,22 +65,8 @@ static qs_event *submitted(uint64_t position)
         p.idempotency_key = "idem";
     }
     p.submitted_at_unix_nano = 1000000000ll * (int64_t)position;
-    uint8_t buf[256];
-    size_t len = agentmesh__v1__task_submitted__pack(&p, buf);
-    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
-    char eid[40];
-    snprintf(eid, sizeof eid, "00000000-0000-0000-0000-%012llu",
-             (unsigned long long)position);
-    e.event_id = eid;
-    e.stream = stream;
-    e.position = position;
-    e.type = "agentmesh.v1.TaskSubmitted";
-    e.time_unix_nano = p.submitted_at_unix_nano + 5000000;
-    e.data.data = buf;
-    e.data.len = len;
-    qs_event *ev = NULL;
-    CHECK(qs_event_from_proto(QS_AGENTS, &e, NULL, &ev) == ES_OK);
-    return ev;
+    return event_of(QS_AGENTS, position, stream, 0, &p.base,
+                    p.submitted_at_unix_nano + 5000000);
 }
 
 /* A MemoryWritten at `position` of memory-sync's log: key k<position % 5>
@@ -77,22 +90,8 @@ static qs_event *memwritten(uint64_t position)
     w.hlc = position << 16;
     w.sealed_value.data = sealed;
     w.sealed_value.len = sizeof sealed;
-    uint8_t buf[256];
-    size_t len = agentmesh__v1__memory_written__pack(&w, buf);
-    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
-    char eid[40];
-    snprintf(eid, sizeof eid, "00000000-0000-0000-0001-%012llu",
-             (unsigned long long)position);
-    e.event_id = eid;
-    e.stream = stream;
-    e.position = position;
-    e.stream_version = position / 2;
-    e.type = "agentmesh.v1.MemoryWritten";
-    e.time_unix_nano = 1000000000ll * (int64_t)position;
-    e.data.data = buf;
-    e.data.len = len;
-    qs_event *ev = NULL;
-    CHECK(qs_event_from_proto(QS_MEMORY, &e, NULL, &ev) == ES_OK);
+    qs_event *ev = event_of(QS_MEMORY, position, stream, position / 2, &w.base,
+                            1000000000ll * (int64_t)position);
     return ev;
 }
 
@@ -146,9 +145,30 @@ static uint64_t counts(qs_db *db)
     return pending;
 }
 
+/* Applies the 16 events make(first..first+15) of a source, each with its
+ * prepared record, or with the record dropped (`strip`). */
+static void apply_16(qs_db *db, int source, qs_event *(*make)(uint64_t),
+                     uint64_t first, bool strip)
+{
+    qs_event *evs[16];
+    qs_apply_result res;
+    for (size_t i = 0; i < 16; i++) {
+        evs[i] = make(first + i);
+        CHECK(evs[i]->rec != NULL);
+        if (strip) {
+            free(evs[i]->rec);
+            evs[i]->rec = NULL;
+        }
+    }
+    CHECK(qs_apply(db, source, evs, 16, &res) == ES_OK);
+    CHECK(res.applied == 16);
+    for (size_t i = 0; i < 16; i++)
+        qs_event_free(evs[i]);
+}
+
 /* The record of a new task and a memory entry is made where the event is
- * decoded; applied without it (as the general path does) the read models
- * are the same. */
+ * decoded; applied without it (as the general path does), and without the
+ * writable map (as a rebuild writes), the read models are the same. */
 static void test_prepared_records(const char *base)
 {
     char dir[2][600];
@@ -157,34 +177,11 @@ static void test_prepared_records(const char *base)
     for (int k = 0; k < 2; k++) {
         snprintf(dir[k], sizeof dir[k], "%s/prepared-%d", base, k);
         qs_db *db = NULL;
-        CHECK(qs_db_open(dir[k], false, &db) == ES_OK);
-        qs_event *evs[16];
-        qs_apply_result res;
+        /* The second env is also opened as a rebuild opens it. */
+        CHECK((k ? qs_db_open_bulk : qs_db_open)(dir[k], false, &db) == ES_OK);
         for (uint64_t first = 1; first <= 48; first += 16) {
-            for (size_t i = 0; i < 16; i++) {
-                evs[i] = submitted(first + i);
-                CHECK(evs[i]->rec != NULL);
-                if (k == 1) {
-                    free(evs[i]->rec);
-                    evs[i]->rec = NULL;
-                }
-            }
-            CHECK(qs_apply(db, QS_AGENTS, evs, 16, &res) == ES_OK);
-            CHECK(res.applied == 16);
-            for (size_t i = 0; i < 16; i++)
-                qs_event_free(evs[i]);
-            for (size_t i = 0; i < 16; i++) {
-                evs[i] = memwritten(first + i);
-                CHECK(evs[i]->rec != NULL);
-                if (k == 1) {
-                    free(evs[i]->rec);
-                    evs[i]->rec = NULL;
-                }
-            }
-            CHECK(qs_apply(db, QS_MEMORY, evs, 16, &res) == ES_OK);
-            CHECK(res.applied == 16);
-            for (size_t i = 0; i < 16; i++)
-                qs_event_free(evs[i]);
+            apply_16(db, QS_AGENTS, submitted, first, k == 1);
+            apply_16(db, QS_MEMORY, memwritten, first, k == 1);
         }
         qs_db_close(db);
         FILE *f = open_memstream(&text[k], &len[k]);

@@ -44,7 +44,7 @@ static int put_layout(es_txn *txn, const es_append_result *ap, void *arg)
     return es_checkpoint_put(txn, LAYOUT_KEY, LAYOUT);
 }
 
-static int open_env(const char *dir, bool sync, es_store **out)
+static int open_env(const char *dir, bool sync, bool bulk, es_store **out)
 {
     es_options eo;
     es_options_init(&eo);
@@ -57,9 +57,14 @@ static int open_env(const char *dir, bool sync, es_store **out)
      * (the feeds, the timelines) are then appended rather than searched. */
     eo.kv_dbs = qs_namespaces;
     /* Without fsync nothing here is a promise to anyone: write through the
-     * map (no copy of every dirty page at commit). */
+     * map (no copy of every dirty page at commit), which suits the live
+     * path's small commits. A bulk load (a rebuild: thousands of events a
+     * commit into a new file) is faster with the pages written out by
+     * pwrite: through the map, each new page of the file costs a fault that
+     * reads ahead and zeroes the holes (10-15% less CPU, measured on a
+     * 93,000-event log). */
     if (!sync)
-        eo.flags |= ES_OPT_NOSYNC | ES_OPT_WRITEMAP;
+        eo.flags |= ES_OPT_NOSYNC | (bulk ? 0 : ES_OPT_WRITEMAP);
     return es_open(dir, &eo, out);
 }
 
@@ -149,7 +154,7 @@ static int write_marker(const char *dir)
     return ok ? ES_OK : ES_IO;
 }
 
-int qs_db_open(const char *dir, bool sync, qs_db **out)
+static int db_open(const char *dir, bool sync, bool bulk, qs_db **out)
 {
     qs_db *db = calloc(1, sizeof *db);
     es_txn *txn = NULL;
@@ -163,7 +168,7 @@ int qs_db_open(const char *dir, bool sync, qs_db **out)
             goto fail;
     }
     for (int attempt = 0;; attempt++) {
-        if ((rc = open_env(dir, sync, &db->store)))
+        if ((rc = open_env(dir, sync, bulk, &db->store)))
             goto fail;
         if ((rc = es_txn_begin(db->store, &txn)))
             goto fail;
@@ -205,6 +210,16 @@ fail:
     free(db->dir);
     free(db);
     return rc ? rc : ES_CORRUPT;
+}
+
+int qs_db_open(const char *dir, bool sync, qs_db **out)
+{
+    return db_open(dir, sync, false, out);
+}
+
+int qs_db_open_bulk(const char *dir, bool sync, qs_db **out)
+{
+    return db_open(dir, sync, true, out);
 }
 
 const char *qs_db_reset_reason(const qs_db *db)

@@ -125,6 +125,9 @@ typedef struct qs_db qs_db;
  * on power loss is re-applied from the checkpoint). *out owned by the
  * caller (qs_db_close). */
 int qs_db_open(const char *dir, bool sync, qs_db **out);
+/* The same, for a bulk load (a rebuild into an empty env): the env is not
+ * written through a writable map; its contents are the same. */
+int qs_db_open_bulk(const char *dir, bool sync, qs_db **out);
 /* qs_db_open removes the env, to be projected again from the sources, when
  * it holds read models of an older layout (each read model has an LMDB
  * database of its own since layout 2, recorded in the env), or when,

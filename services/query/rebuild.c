@@ -122,7 +122,7 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
     memset(&p, 0, sizeof p);
     memset(r, 0, sizeof r);
     int rc = qs_db_remove_env(dir);
-    if (rc || (rc = qs_db_open(dir, sync, &db))) {
+    if (rc || (rc = qs_db_open_bulk(dir, sync, &db))) {
         fprintf(stderr, "rebuild: cannot reset %s: %s\n", dir, es_strerror(rc));
         return rc;
     }
