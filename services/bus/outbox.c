@@ -66,6 +66,7 @@ struct bus_outbox {
                                 creates its pending table only then */
 
     metrics_family *m_published, *m_dead, *m_failures, *m_backlog;
+    int64_t backlog_ms; /* when the backlog gauge was last set */
 };
 
 /* The i-th entry of the ring, counting from the oldest. */
@@ -574,9 +575,16 @@ static bool ring_commit(bus_outbox *ob, size_t n)
     return ok == n;
 }
 
+/* The backlog gauge, at most every BACKLOG_MS: reading the store's stats
+ * on every turn of the relay cost as much as building a CloudEvent. */
+#define BACKLOG_MS 50
 static void update_backlog(bus_outbox *ob)
 {
     es_stats st;
+    int64_t now = now_ms();
+    if (now - ob->backlog_ms < BACKLOG_MS)
+        return;
+    ob->backlog_ms = now;
     if (ob->m_backlog && es_stats_get(ob->store, &st) == ES_OK) {
         uint64_t cp = atomic_load(&ob->checkpoint);
         metrics_gauge_set(ob->m_backlog, NULL, st.last_position > cp ? (double)(st.last_position - cp) : 0);
