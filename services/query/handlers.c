@@ -1,6 +1,7 @@
 /* The Query gRPC handlers: validate the request, wait for min_positions
  * within the call's deadline, read the read models in one LMDB read
  * transaction and answer with the positions of that same snapshot. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,31 +100,64 @@ static void *new_msg(const ProtobufCMessageDescriptor *d)
     qs_positions_map(&entry_desc, pos, (void ***)&(resp)->positions,         \
                      &(resp)->n_positions)
 
-static void list_agents(rpc_call *call, const ProtobufCMessage *request,
-                        void *user)
+/* One read in one snapshot: fills resp, a new message of the RPC's response
+ * type; may write a message for the client into msg. ES_NOT_FOUND answers
+ * NOT_FOUND. */
+typedef int (*read_fn)(es_txn *txn, const void *req, void *resp, char *msg,
+                       size_t msg_len);
+
+/* A read RPC: its response type, the response's positions map and where
+ * it lives in the message, and the read. */
+typedef struct read_spec {
+    const ProtobufCMessageDescriptor *resp;
+    const ProtobufCMessageDescriptor *pos_entry;
+    size_t positions_off, n_positions_off;
+    read_fn fn;
+} read_spec;
+
+#define READ_SPEC(type, lower, fn)                                                {&lower##__descriptor, &lower##__positions_entry__descriptor,                  offsetof(type, positions), offsetof(type, n_positions), fn}
+
+/* Waits for min_positions, reads in one read transaction and answers with
+ * the positions of that snapshot. */
+static void serve(qs_grpc *g, rpc_call *call, const void *req,
+                  void *const *min, size_t n_min, const read_spec *s)
 {
-    const Agentmesh__V1__ListAgentsRequest *req = (const void *)request;
-    qs_grpc *g = user;
     es_txn *txn = NULL;
     uint64_t pos[QS_NSOURCES];
     char msg[256] = "";
-    if (!wait_min(g, call, (void *const *)req->min_positions,
-                  req->n_min_positions) ||
-        !begin(g, call, &txn, pos))
+    if (!wait_min(g, call, min, n_min) || !begin(g, call, &txn, pos))
         return;
-    Agentmesh__V1__ListAgentsResponse *r =
-        new_msg(&agentmesh__v1__list_agents_response__descriptor);
-    int rc = r ? qs_agents_list(txn, req, r, msg, sizeof msg) : ES_NOMEM;
+    char *r = new_msg(s->resp);
+    int rc = r ? s->fn(txn, req, r, msg, sizeof msg) : ES_NOMEM;
     if (!rc)
-        rc = POSITIONS(r, agentmesh__v1__list_agents_response__positions_entry__descriptor);
+        rc = qs_positions_map(s->pos_entry, pos,
+                              (void ***)(void *)(r + s->positions_off),
+                              (size_t *)(void *)(r + s->n_positions_off));
     es_txn_end(txn);
     if (rc) {
         fail_es(call, rc, msg);
         if (r)
-            protobuf_c_message_free_unpacked(&r->base, NULL);
+            protobuf_c_message_free_unpacked((ProtobufCMessage *)r, NULL);
         return;
     }
-    finish(call, &r->base);
+    finish(call, (ProtobufCMessage *)r);
+}
+
+static int read_agents(es_txn *txn, const void *req, void *resp, char *msg,
+                       size_t msg_len)
+{
+    return qs_agents_list(txn, req, resp, msg, msg_len);
+}
+
+static void list_agents(rpc_call *call, const ProtobufCMessage *request,
+                        void *user)
+{
+    static const read_spec spec =
+        READ_SPEC(Agentmesh__V1__ListAgentsResponse,
+                  agentmesh__v1__list_agents_response, read_agents);
+    const Agentmesh__V1__ListAgentsRequest *req = (const void *)request;
+    serve(user, call, req, (void *const *)req->min_positions,
+          req->n_min_positions, &spec);
 }
 
 static void get_agent(rpc_call *call, const ProtobufCMessage *request,
@@ -156,118 +190,83 @@ static void get_agent(rpc_call *call, const ProtobufCMessage *request,
     finish(call, &a->base);
 }
 
+static int read_tasks(es_txn *txn, const void *req, void *resp, char *msg,
+                      size_t msg_len)
+{
+    return qs_tasks_list(txn, req, resp, msg, msg_len);
+}
+
 static void list_tasks(rpc_call *call, const ProtobufCMessage *request,
                        void *user)
 {
+    static const read_spec spec =
+        READ_SPEC(Agentmesh__V1__ListTasksResponse,
+                  agentmesh__v1__list_tasks_response, read_tasks);
     const Agentmesh__V1__ListTasksRequest *req = (const void *)request;
-    qs_grpc *g = user;
-    es_txn *txn = NULL;
-    uint64_t pos[QS_NSOURCES];
-    char msg[256] = "";
-    if (!wait_min(g, call, (void *const *)req->min_positions,
-                  req->n_min_positions) ||
-        !begin(g, call, &txn, pos))
-        return;
-    Agentmesh__V1__ListTasksResponse *r =
-        new_msg(&agentmesh__v1__list_tasks_response__descriptor);
-    int rc = r ? qs_tasks_list(txn, req, r, msg, sizeof msg) : ES_NOMEM;
-    if (!rc)
-        rc = POSITIONS(r, agentmesh__v1__list_tasks_response__positions_entry__descriptor);
-    es_txn_end(txn);
-    if (rc) {
-        fail_es(call, rc, msg);
-        if (r)
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-        return;
-    }
-    finish(call, &r->base);
+    serve(user, call, req, (void *const *)req->min_positions,
+          req->n_min_positions, &spec);
+}
+
+static int read_timeline(es_txn *txn, const void *req, void *resp, char *msg,
+                         size_t msg_len)
+{
+    const char *id = ((const Agentmesh__V1__GetTaskTimelineRequest *)req)->task_id;
+    int rc = qs_tasks_timeline(txn, id, resp);
+    if (rc == ES_NOT_FOUND)
+        snprintf(msg, msg_len, "task %s not found", id);
+    return rc;
 }
 
 static void get_timeline(rpc_call *call, const ProtobufCMessage *request,
                          void *user)
 {
+    static const read_spec spec =
+        READ_SPEC(Agentmesh__V1__GetTaskTimelineResponse,
+                  agentmesh__v1__get_task_timeline_response, read_timeline);
     const Agentmesh__V1__GetTaskTimelineRequest *req = (const void *)request;
-    qs_grpc *g = user;
-    es_txn *txn = NULL;
-    uint64_t pos[QS_NSOURCES];
     if (!req->task_id || !*req->task_id) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "task_id: required");
         return;
     }
-    if (!wait_min(g, call, (void *const *)req->min_positions,
-                  req->n_min_positions) ||
-        !begin(g, call, &txn, pos))
-        return;
-    Agentmesh__V1__GetTaskTimelineResponse *r =
-        new_msg(&agentmesh__v1__get_task_timeline_response__descriptor);
-    int rc = r ? qs_tasks_timeline(txn, req->task_id, r) : ES_NOMEM;
-    if (!rc)
-        rc = POSITIONS(r, agentmesh__v1__get_task_timeline_response__positions_entry__descriptor);
-    es_txn_end(txn);
-    if (rc == ES_NOT_FOUND) {
-        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "task %s not found",
-                      req->task_id);
-    } else if (rc) {
-        fail_es(call, rc, NULL);
-    } else {
-        finish(call, &r->base);
-        return;
-    }
-    if (r)
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+    serve(user, call, req, (void *const *)req->min_positions,
+          req->n_min_positions, &spec);
+}
+
+static int read_stats(es_txn *txn, const void *req, void *resp, char *msg,
+                      size_t msg_len)
+{
+    (void)req;
+    (void)msg;
+    (void)msg_len;
+    return qs_stats_get(txn, resp);
 }
 
 static void get_stats(rpc_call *call, const ProtobufCMessage *request,
                       void *user)
 {
+    static const read_spec spec =
+        READ_SPEC(Agentmesh__V1__GetStatsResponse,
+                  agentmesh__v1__get_stats_response, read_stats);
     const Agentmesh__V1__GetStatsRequest *req = (const void *)request;
-    qs_grpc *g = user;
-    es_txn *txn = NULL;
-    uint64_t pos[QS_NSOURCES];
-    if (!wait_min(g, call, (void *const *)req->min_positions,
-                  req->n_min_positions) ||
-        !begin(g, call, &txn, pos))
-        return;
-    Agentmesh__V1__GetStatsResponse *r =
-        new_msg(&agentmesh__v1__get_stats_response__descriptor);
-    int rc = r ? qs_stats_get(txn, r) : ES_NOMEM;
-    if (!rc)
-        rc = POSITIONS(r, agentmesh__v1__get_stats_response__positions_entry__descriptor);
-    es_txn_end(txn);
-    if (rc) {
-        fail_es(call, rc, NULL);
-        if (r)
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-        return;
-    }
-    finish(call, &r->base);
+    serve(user, call, req, (void *const *)req->min_positions,
+          req->n_min_positions, &spec);
+}
+
+static int read_memory(es_txn *txn, const void *req, void *resp, char *msg,
+                       size_t msg_len)
+{
+    return qs_memory_search(txn, req, resp, msg, msg_len);
 }
 
 static void search_memory(rpc_call *call, const ProtobufCMessage *request,
                           void *user)
 {
+    static const read_spec spec =
+        READ_SPEC(Agentmesh__V1__SearchMemoryResponse,
+                  agentmesh__v1__search_memory_response, read_memory);
     const Agentmesh__V1__SearchMemoryRequest *req = (const void *)request;
-    qs_grpc *g = user;
-    es_txn *txn = NULL;
-    uint64_t pos[QS_NSOURCES];
-    char msg[256] = "";
-    if (!wait_min(g, call, (void *const *)req->min_positions,
-                  req->n_min_positions) ||
-        !begin(g, call, &txn, pos))
-        return;
-    Agentmesh__V1__SearchMemoryResponse *r =
-        new_msg(&agentmesh__v1__search_memory_response__descriptor);
-    int rc = r ? qs_memory_search(txn, req, r, msg, sizeof msg) : ES_NOMEM;
-    if (!rc)
-        rc = POSITIONS(r, agentmesh__v1__search_memory_response__positions_entry__descriptor);
-    es_txn_end(txn);
-    if (rc) {
-        fail_es(call, rc, msg);
-        if (r)
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-        return;
-    }
-    finish(call, &r->base);
+    serve(user, call, req, (void *const *)req->min_positions,
+          req->n_min_positions, &spec);
 }
 
 /* The feed filter of a request; false (call answered) when invalid. */
