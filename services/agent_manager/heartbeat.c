@@ -191,6 +191,7 @@ int am_monitor_start(am_service *s)
         pthread_cond_destroy(&s->monitor_cv);
         return -1;
     }
+    pthread_setname_np(s->monitor, "am-heartbeat");
     s->monitor_started = true;
     return 0;
 }

@@ -204,9 +204,11 @@ int qs_catch_up_from(qs_db *db, qs_read_fn read, void *src, int source,
     pthread_cond_init(&r.cv, NULL);
     pthread_t th[READERS_MAX];
     unsigned started = 0;
-    for (; started < r.threads; started++)
+    for (; started < r.threads; started++) {
         if (pthread_create(&th[started], NULL, reader_main, &r))
             break;
+        pthread_setname_np(th[started], "q-reader");
+    }
     if (!started) {
         pthread_cond_destroy(&r.cv);
         pthread_mutex_destroy(&r.mu);

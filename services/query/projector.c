@@ -299,6 +299,7 @@ int qs_projector_start(qs_db *db, const qs_projector_options *opts,
             rc = ES_IO;
             goto out;
         }
+        pthread_setname_np(s->thread, "q-catchup");
         s->started = true;
     }
     if (opts->nats_url && *opts->nats_url &&

@@ -138,8 +138,10 @@ int qs_rebuild(const char *dir, const char *const addr[QS_NSOURCES],
                         ES_OK};
         if (pthread_create(&th[i], NULL, replay_main, &r[i]))
             r[i].rc = ES_IO;
-        else
+        else {
+            pthread_setname_np(th[i], "q-replay");
             started[i] = true;
+        }
     }
     qs_catch_up_times times = {0, 0};
     for (int i = 0; i < QS_NSOURCES; i++) {
