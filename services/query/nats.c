@@ -28,6 +28,8 @@ struct qs_nats {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool closed;
+    bool complete_cb; /* on_complete is set on the subscription */
+    bool sub_done;    /* the subscription's handler has returned for good */
     bool stopping;
     bool was_down;
     pthread_mutex_t hold_mu; /* the callback's, and stop's after it */
@@ -64,6 +66,18 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     if (n->n_held == HOLD_MAX)
         release_held(n);
     pthread_mutex_unlock(&n->hold_mu);
+}
+
+/* After the subscription is closed and its handler has returned: until
+ * then on_msg may still run (applying into the read models), so stop waits
+ * for this before anything it uses is freed. */
+static void on_complete(void *closure)
+{
+    qs_nats *n = closure;
+    pthread_mutex_lock(&n->mu);
+    n->sub_done = true;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -135,6 +149,9 @@ int qs_nats_start(const char *url, qs_projector *p, qs_nats **out)
     }
     if (s == NATS_OK)
         s = natsConnection_Subscribe(&n->sub, n->nc, SUBJECT, on_msg, n);
+    if (s == NATS_OK &&
+        (s = natsSubscription_SetOnCompleteCB(n->sub, on_complete, n)) == NATS_OK)
+        n->complete_cb = true;
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(n->sub, 10000000, 1 << 30);
     natsOptions_Destroy(o);
@@ -163,7 +180,7 @@ void qs_nats_stop(qs_nats *n)
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 10;
         pthread_mutex_lock(&n->mu);
-        while (!n->closed)
+        while (!n->closed || (n->complete_cb && !n->sub_done))
             if (pthread_cond_timedwait(&n->cv, &n->mu, &ts) == ETIMEDOUT)
                 break;
         pthread_mutex_unlock(&n->mu);
