@@ -47,7 +47,6 @@ int main(int argc, char **argv)
     esapi *api = NULL;
     bus_outbox *outbox = NULL;
     const char *nats_url = NULL;
-    char err[256];
     int exit_code = 1;
     size_t n = sizeof options / sizeof options[0];
     const char *data_dir = NULL;
@@ -61,15 +60,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         if (strcmp(options[i].name, "worker-threads") == 0)
             options[i].def = "64";
-    int rc = cfg_parse(options, n, argc, argv, &c, err, sizeof err);
-    if (rc == CFG_ERR_HELP) {
-        cfg_print_help(options, n, argv[0], stdout);
-        return 0;
-    }
-    if (rc != CFG_OK) {
-        fprintf(stderr, "%s: %s\n", argv[0], err);
-        return 2;
-    }
+    int rc = cfg_parse_main(options, n, argc, argv, &c);
+    if (rc >= 0)
+        return rc;
     if (cfg_get_string(c, "data-dir", &data_dir) || !data_dir ||
         cfg_get_duration_ms(c, "heartbeat-timeout", &hb_ms) || hb_ms <= 0 ||
         cfg_get_size(c, "max-input-size", &max_input) || max_input == 0 ||

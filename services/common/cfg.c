@@ -284,6 +284,22 @@ void cfg_destroy(cfg *c)
     free(c);
 }
 
+int cfg_parse_main(const cfg_option *table, size_t n, int argc,
+                   char *const *argv, cfg **out)
+{
+    char err[256];
+    int rc = cfg_parse(table, n, argc, argv, out, err, sizeof err);
+    if (rc == CFG_ERR_HELP) {
+        cfg_print_help(table, n, argv[0], stdout);
+        return 0;
+    }
+    if (rc != CFG_OK) {
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+        return 2;
+    }
+    return -1;
+}
+
 void cfg_print_help(const cfg_option *table, size_t n, const char *prog,
                     FILE *f)
 {

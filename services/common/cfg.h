@@ -99,6 +99,12 @@ void cfg_destroy(cfg *c);
 void cfg_print_help(const cfg_option *table, size_t n, const char *prog,
                     FILE *f);
 
+/* cfg_parse for a program's main(): on --help prints the table to stdout
+ * and returns 0; on an error prints "prog: why" to stderr and returns 2
+ * (the exit statuses); else sets *out and returns -1 (go on). */
+int cfg_parse_main(const cfg_option *table, size_t n, int argc,
+                   char *const *argv, cfg **out);
+
 /* Typed reads by flag name. Strings are borrowed for the cfg's life and may
  * be NULL when the option has no default and was not given. Durations are in
  * milliseconds, sizes in bytes. Errors: NOT_FOUND, TYPE. */

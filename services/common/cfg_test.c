@@ -121,11 +121,28 @@ static void test_help_lists_every_option(void)
     free(buf);
 }
 
+/* cfg_parse_main's exit statuses: 0 after --help, 2 after an error, and
+ * -1 (go on) with the cfg set. */
+static void test_parse_main(void)
+{
+    cfg *c = NULL;
+    char *help[] = {"prog", "--help"};
+    CHECK(cfg_parse_main(table, N, 2, help, &c) == 0 && c == NULL);
+    char *bad[] = {"prog", "--bogus=1"};
+    CHECK(cfg_parse_main(table, N, 2, bad, &c) == 2 && c == NULL);
+    char *ok[] = {"prog", "--worker-threads=3"};
+    CHECK(cfg_parse_main(table, N, 2, ok, &c) == -1 && c != NULL);
+    int64_t i = 0;
+    CHECK(cfg_get_int(c, "worker-threads", &i) == CFG_OK && i == 3);
+    cfg_destroy(c);
+}
+
 int main(void)
 {
     RUN(test_defaults);
     RUN(test_precedence_and_forms);
     RUN(test_errors);
     RUN(test_help_lists_every_option);
+    RUN(test_parse_main);
     return TEST_EXIT();
 }

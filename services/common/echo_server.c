@@ -189,19 +189,12 @@ int main(int argc, char **argv)
 {
     cfg *c = NULL;
     rpc_runtime *rt = NULL;
-    char err[256];
     int exit_code = 1;
     size_t n = sizeof options / sizeof options[0];
 
-    int rc = cfg_parse(options, n, argc, argv, &c, err, sizeof err);
-    if (rc == CFG_ERR_HELP) {
-        cfg_print_help(options, n, argv[0], stdout);
-        return 0;
-    }
-    if (rc != CFG_OK) {
-        fprintf(stderr, "%s: %s\n", argv[0], err);
-        return 2;
-    }
+    int rc = cfg_parse_main(options, n, argc, argv, &c);
+    if (rc >= 0)
+        return rc;
     rc = rpc_runtime_create(c, &rt);
     if (rc != RPC_OK) {
         log_emit(LOG_LEVEL_ERROR, NULL, NULL, "cannot start: %s", rpc_strerror(rc));

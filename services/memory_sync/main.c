@@ -60,15 +60,9 @@ int main(int argc, char **argv)
     uint64_t max_value = 0;
     bool no_sync = false, jetstream = true;
 
-    int rc = cfg_parse(options, n, argc, argv, &c, err, sizeof err);
-    if (rc == CFG_ERR_HELP) {
-        cfg_print_help(options, n, argv[0], stdout);
-        return 0;
-    }
-    if (rc != CFG_OK) {
-        fprintf(stderr, "%s: %s\n", argv[0], err);
-        return 2;
-    }
+    int rc = cfg_parse_main(options, n, argc, argv, &c);
+    if (rc >= 0)
+        return rc;
     if (cfg_get_string(c, "data-dir", &data_dir) || !data_dir ||
         cfg_get_string(c, "nats-url", &nats_url) ||
         cfg_get_bool(c, "jetstream", &jetstream) ||

@@ -88,7 +88,6 @@ int main(int argc, char **argv)
     qs_db *db = NULL;
     qs_grpc *grpc = NULL;
     qs_projector *proj = NULL;
-    char err[256];
     int exit_code = 1;
     size_t n = sizeof options / sizeof options[0];
     const char *data_dir = NULL, *dump_path = NULL;
@@ -98,15 +97,9 @@ int main(int argc, char **argv)
     int64_t page = 0;
     bool sync = false, rebuild = false, grpc_started = false;
 
-    int rc = cfg_parse(options, n, argc, argv, &c, err, sizeof err);
-    if (rc == CFG_ERR_HELP) {
-        cfg_print_help(options, n, argv[0], stdout);
-        return 0;
-    }
-    if (rc != CFG_OK) {
-        fprintf(stderr, "%s: %s\n", argv[0], err);
-        return 2;
-    }
+    int rc = cfg_parse_main(options, n, argc, argv, &c);
+    if (rc >= 0)
+        return rc;
     if (cfg_get_string(c, "data-dir", &data_dir) || !data_dir ||
         cfg_get_string(c, "agents-addr", &po.addr[QS_AGENTS]) ||
         cfg_get_string(c, "memory-addr", &po.addr[QS_MEMORY]) ||
