@@ -32,6 +32,7 @@ typedef struct es__dbs {
 } es__dbs;
 
 /* Namespaces with a database of their own (es_options.kv_dbs). */
+#define ES__KV_SLOTS 64 /* a power of two, twice ES_KV_DBS_MAX */
 typedef struct es__kv_dbs {
     unsigned n;
     const char *given[ES_KV_DBS_MAX]; /* the caller's pointers, for a fast
@@ -39,7 +40,17 @@ typedef struct es__kv_dbs {
     char *name[ES_KV_DBS_MAX];        /* owned copies */
     MDB_dbi dbi[ES_KV_DBS_MAX];
     bool present[ES_KV_DBS_MAX];      /* false: read-only store without it */
+    /* given[] by address, open addressing: slot_ptr NULL is empty. */
+    const char *slot_ptr[ES__KV_SLOTS];
+    unsigned char slot_idx[ES__KV_SLOTS];
 } es__kv_dbs;
+
+/* The slot where a search for the namespace pointer p starts. */
+static inline unsigned es__kv_slot(const char *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    return (unsigned)((x * 0x9E3779B97F4A7C15ull) >> 58) & (ES__KV_SLOTS - 1);
+}
 
 #define ES__HEAD_KEY "head"
 #define ES__KEYCHECK_KEY "key_check"

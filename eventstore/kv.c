@@ -6,14 +6,22 @@
 
 #include "eventstore/internal.h"
 
-/* The namespace's own database (es_options.kv_dbs), or -1 when it shares
- * the common one. Callers usually pass the same static strings they listed,
- * so a pointer comparison finds most before any strcmp. */
-static int own_db(const es_store *s, const char *ns)
+/* The namespace's own database when ns is one of the pointers listed in
+ * es_options.kv_dbs (already checked by es_open), else -1. Callers usually
+ * pass the same static strings they listed: a put costs one probe, not a
+ * scan and a length check. */
+static int own_db_given(const es_store *s, const char *ns)
 {
-    for (unsigned i = 0; i < s->kv.n; i++)
-        if (s->kv.given[i] == ns)
-            return (int)i;
+    for (unsigned h = es__kv_slot(ns); s->kv.slot_ptr[h];
+         h = (h + 1) & (ES__KV_SLOTS - 1))
+        if (s->kv.slot_ptr[h] == ns)
+            return s->kv.slot_idx[h];
+    return -1;
+}
+
+/* The same by name, for a pointer of the caller's own. */
+static int own_db_named(const es_store *s, const char *ns)
+{
     for (unsigned i = 0; i < s->kv.n; i++)
         if (!strcmp(s->kv.name[i], ns))
             return (int)i;
@@ -28,10 +36,16 @@ static int locate(const es_store *s, const char *ns, const void *key,
                   size_t key_len, uint8_t *buf, MDB_dbi *dbi, MDB_val *k,
                   int *own)
 {
-    size_t n = ns ? strnlen(ns, ES_NS_MAX + 1) : 0;
-    if (n == 0 || n > ES_NS_MAX || (!key && key_len) || key_len > ES_KEY_MAX)
+    size_t n = 0;
+    if ((!key && key_len) || key_len > ES_KEY_MAX)
         return ES_INVALID;
-    if ((*own = own_db(s, ns)) >= 0) {
+    if (!ns || (*own = own_db_given(s, ns)) < 0) {
+        n = ns ? strnlen(ns, ES_NS_MAX + 1) : 0;
+        if (n == 0 || n > ES_NS_MAX)
+            return ES_INVALID;
+        *own = own_db_named(s, ns);
+    }
+    if (*own >= 0) {
         if (!s->kv.present[*own])
             return ES_NOT_FOUND;
         *dbi = s->kv.dbi[*own];

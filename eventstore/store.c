@@ -208,6 +208,13 @@ int es_open(const char *path, const es_options *opts, es_store **out)
             free(s);
             return ES_NOMEM;
         }
+        unsigned h = es__kv_slot(s->kv.given[s->kv.n]);
+        while (s->kv.slot_ptr[h] && s->kv.slot_ptr[h] != s->kv.given[s->kv.n])
+            h = (h + 1) & (ES__KV_SLOTS - 1);
+        if (!s->kv.slot_ptr[h]) { /* a repeated pointer keeps its first */
+            s->kv.slot_ptr[h] = s->kv.given[s->kv.n];
+            s->kv.slot_idx[h] = (unsigned char)s->kv.n;
+        }
     }
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);

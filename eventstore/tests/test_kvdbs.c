@@ -331,6 +331,54 @@ static void test_readonly_and_limits(void)
     tu_rmtree(dir);
 }
 
+/* A namespace is found by its name whatever pointer names it: the listed
+ * pointer (the fast lookup), a copy of the name, a name that is not listed
+ * (the shared database), and bad names are refused either way. */
+static int by_copy(es_txn *txn, const es_append_result *ap, void *arg)
+{
+    char copy[8], other[16], long_ns[ES_NS_MAX + 2];
+    (void)ap;
+    (void)arg;
+    memcpy(copy, own[1], strlen(own[1]) + 1);
+    snprintf(other, sizeof other, "%s", "q.other");
+    memset(long_ns, 'n', sizeof long_ns - 1);
+    long_ns[sizeof long_ns - 1] = '\0';
+    CHECK(copy != own[1]);
+    CHECK_OK(es_kv_put(txn, copy, "k1", 2, "v1", 2));
+    CHECK_OK(es_kv_put(txn, own[1], "k2", 2, "v2", 2));
+    CHECK_OK(es_kv_put(txn, other, "k3", 2, "v3", 2));
+    CHECK_ES(ES_INVALID, es_kv_put(txn, "", "k", 1, "v", 1));
+    CHECK_ES(ES_INVALID, es_kv_put(txn, NULL, "k", 1, "v", 1));
+    CHECK_ES(ES_INVALID, es_kv_put(txn, long_ns, "k", 1, "v", 1));
+    return ES_OK;
+}
+
+static void test_names_and_pointers(void)
+{
+    char dir[512];
+    tu_tmpdir(dir, sizeof dir, "kvnames");
+    es_store *s = open_store(dir, true, false);
+    CHECK_OK(es_write(s, by_copy, NULL));
+    es_txn *t;
+    const void *v;
+    size_t vl;
+    int n = 0;
+    CHECK_OK(es_txn_begin(s, &t));
+    CHECK_OK(es_kv_get(t, own[1], "k1", 2, &v, &vl));
+    CHECK(vl == 2 && !memcmp(v, "v1", 2));
+    char copy[8];
+    memcpy(copy, own[1], strlen(own[1]) + 1);
+    CHECK_OK(es_kv_get(t, copy, "k2", 2, &v, &vl));
+    CHECK(vl == 2 && !memcmp(v, "v2", 2));
+    CHECK_OK(es_kv_scan(t, own[1], NULL, 0, count_visit, &n));
+    CHECK(n == 2);
+    CHECK_OK(es_kv_get(t, "q.other", "k3", 2, &v, &vl));
+    CHECK_ES(ES_NOT_FOUND, es_kv_get(t, own[0], "k1", 2, &v, &vl));
+    es_txn_end(t);
+    es_close(s);
+    tu_rmtree(dir);
+}
+
 /* A new store with its own databases on a writable map of 1 MiB, which
  * the tests below make grow. */
 static es_store *open_small(char *dir, size_t cap, const char *tag)
@@ -511,6 +559,7 @@ const char *__tsan_default_suppressions(void)
 
 int main(void)
 {
+    test_names_and_pointers();
     test_inline_writes();
     test_writemap_growth();
     test_equivalence();
