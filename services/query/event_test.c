@@ -2,6 +2,7 @@
  * (the fast path), the same event in other member orders and spacing (the
  * full parse), and the EventStore API form give the same event; times parse
  * to the nanosecond; memory values are dropped; malformed bodies refused. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +53,77 @@ static void same(const qs_event *a, const qs_event *b)
           !memcmp(a->feed, b->feed, a->feed_len));
 }
 
+/* qs_feed_pack writes the feed's Event by hand: its bytes must be the ones
+ * protobuf-c packs for the same message, for every shape of event (empty
+ * and multi-byte lengths, zero, large and negative numbers, both sources). */
+static void feed_pack_matches(void)
+{
+    static char big[400], data[300];
+    memset(big, 'x', sizeof big - 1);
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (char)i;
+    const size_t lens[] = {0, 1, 127, 128, 399};
+    const uint64_t nums[] = {0, 1, 127, 128, 16384, UINT64_MAX};
+    const int64_t times[] = {0, 1, -1, 1795316315615936560ll, INT64_MIN};
+    size_t cases = 0;
+    for (int src = 0; src < QS_NSOURCES; src++)
+        for (size_t a = 0; a < 5; a++)
+            for (size_t b = 0; b < 6; b++)
+                for (size_t c = 0; c < 5; c++) {
+                    char stream[400], type[400], tp[400];
+                    qs_event ev;
+                    memset(&ev, 0, sizeof ev);
+                    ev.source = src;
+                    ev.position = nums[(b + 1) % 6];
+                    ev.stream_version = nums[b];
+                    ev.time_unix_nano = times[c];
+                    snprintf(ev.event_id, sizeof ev.event_id, "%.*s",
+                             (int)(lens[c] % 40), big);
+                    snprintf(stream, sizeof stream, "%.*s", (int)lens[a], big);
+                    snprintf(type, sizeof type, "%.*s", (int)lens[(a + c) % 5],
+                             big);
+                    snprintf(tp, sizeof tp, "%.*s", (int)lens[(a + b) % 5], big);
+                    ev.stream = stream;
+                    ev.type = type;
+                    ev.traceparent = tp;
+                    ev.data_len = lens[(b + c) % 5] % sizeof data;
+                    ev.data = ev.data_len ? (uint8_t *)data : NULL;
+
+                    Agentmesh__V1__Event e = AGENTMESH__V1__EVENT__INIT;
+                    Agentmesh__V1__EventMetadata m =
+                        AGENTMESH__V1__EVENT_METADATA__INIT;
+                    m.traceparent = tp;
+                    e.metadata = &m;
+                    e.event_id = ev.event_id;
+                    e.stream = stream;
+                    e.stream_version = ev.stream_version;
+                    e.position = ev.position;
+                    e.type = type;
+                    e.time_unix_nano = ev.time_unix_nano;
+                    e.data.data = ev.data;
+                    e.data.len = ev.data_len;
+                    e.source = (char *)qs_source_name(src);
+                    e.content_type = "application/x-protobuf";
+                    size_t want_len = protobuf_c_message_get_packed_size(&e.base);
+                    uint8_t *want = malloc(want_len ? want_len : 1);
+                    CHECK(want);
+                    protobuf_c_message_pack(&e.base, want);
+
+                    uint8_t *got = NULL;
+                    size_t got_len = 0;
+                    CHECK(qs_feed_pack(&ev, NULL, &got, &got_len) == ES_OK);
+                    CHECK(got_len == want_len);
+                    CHECK(memcmp(got, want, want_len) == 0);
+                    free(got);
+                    free(want);
+                    cases++;
+                }
+    CHECK(cases == 2 * 5 * 6 * 5);
+}
+
 int main(void)
 {
+    feed_pack_matches();
     qs_event *fast = decode("{" HEAD ",\"data\":" DATA "}");
     CHECK(fast->source == QS_MEMORY && fast->position == 42 &&
           fast->stream_version == 7);

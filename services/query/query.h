@@ -104,8 +104,27 @@ int qs_event_from_cloudevent(const char *json, size_t len, qs_event **out,
                              char *why, size_t why_len);
 
 /* ---- Byte helpers ----------------------------------------------------------- */
-void qs_be64(uint8_t out[8], uint64_t v);
-uint64_t qs_get_be64(const uint8_t in[8]);
+/* Written out so the compiler makes each one load or store and a byte
+ * swap: the writer calls them a dozen times an event. */
+static inline void qs_be64(uint8_t out[8], uint64_t v)
+{
+    out[0] = (uint8_t)(v >> 56);
+    out[1] = (uint8_t)(v >> 48);
+    out[2] = (uint8_t)(v >> 40);
+    out[3] = (uint8_t)(v >> 32);
+    out[4] = (uint8_t)(v >> 24);
+    out[5] = (uint8_t)(v >> 16);
+    out[6] = (uint8_t)(v >> 8);
+    out[7] = (uint8_t)v;
+}
+
+static inline uint64_t qs_get_be64(const uint8_t in[8])
+{
+    return (uint64_t)in[0] << 56 | (uint64_t)in[1] << 48 |
+           (uint64_t)in[2] << 40 | (uint64_t)in[3] << 32 |
+           (uint64_t)in[4] << 24 | (uint64_t)in[5] << 16 |
+           (uint64_t)in[6] << 8 | in[7];
+}
 /* Packs a message into a new malloc'd buffer (*out, caller frees); ES_NOMEM. */
 int qs_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
 /* The same into ar's memory (ar NULL: malloc). */

@@ -23,22 +23,6 @@ int qs_source_parse(const char *name, size_t n)
     return -1;
 }
 
-void qs_be64(uint8_t out[8], uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-uint64_t qs_get_be64(const uint8_t in[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | in[i];
-    return v;
-}
-
 int qs_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len)
 {
     return qs_pack_in(NULL, m, out, len);
