@@ -310,6 +310,11 @@ void es_txn_end(es_txn *txn);
 /* The version of the stream's last event. Errors: ES_NOT_FOUND (no stream),
  * ES_INVALID, ES_IO. */
 int es_stream_version(es_txn *txn, const char *stream, uint64_t *version);
+/* The position of the event with this id (in any stream): what an append
+ * of an event with the id would find. Errors: ES_NOT_FOUND, ES_INVALID,
+ * ES_CORRUPT, ES_IO. */
+int es_event_position(es_txn *txn, const uint8_t id[ES_ID_SIZE],
+                      uint64_t *position);
 
 /* ---- Append -------------------------------------------------------------- */
 

@@ -460,6 +460,21 @@ int es_stream_version(es_txn *t, const char *stream, uint64_t *version)
     return ES_OK;
 }
 
+int es_event_position(es_txn *t, const uint8_t id[ES_ID_SIZE],
+                      uint64_t *position)
+{
+    if (!t || !id || !position)
+        return ES_INVALID;
+    MDB_val k = {ES_ID_SIZE, (void *)id}, d;
+    int rc = mdb_get(t->txn, t->store->dbs.event_ids, &k, &d);
+    if (rc)
+        return es__status_from_mdb(rc);
+    if (d.mv_size != 8)
+        return ES_CORRUPT;
+    *position = es__get_u64(d.mv_data);
+    return ES_OK;
+}
+
 /* ---- stats, backup, restore ------------------------------------------- */
 
 /* mdb_reader_list writes a header, then one line per live reader slot. */

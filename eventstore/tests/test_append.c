@@ -149,6 +149,15 @@ static void test_idempotence(es_store *s)
     CHECK_OK(es_stream_version(t, "task-idem", &v));
     CHECK(v == 2);
     CHECK_ES(ES_NOT_FOUND, es_stream_version(t, "task-other", &v));
+    /* Each id finds its event's position; ids never appended find none. */
+    uint64_t pos;
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(es_event_position(t, ev[i].id, &pos));
+        CHECK(pos == r1.first_position + (uint64_t)i);
+    }
+    CHECK_ES(ES_NOT_FOUND, es_event_position(t, mix[2].id, &pos));
+    CHECK_ES(ES_NOT_FOUND, es_event_position(t, twice[0].id, &pos));
+    CHECK_ES(ES_INVALID, es_event_position(t, NULL, &pos));
     es_txn_end(t);
 }
 

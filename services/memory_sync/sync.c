@@ -155,16 +155,29 @@ static planned *find_plan(syncer *y, const char *key, size_t len)
     return NULL;
 }
 
+/* Whether a change was processed before: earlier in this request, or in
+ * the log. A processed change left an event with its id (applied), or one
+ * with its conflict id (resolved), or, when it left neither (a delete of
+ * an absent key), its id in memory.applied. The namespace key is new for
+ * each generation, so a forgotten namespace's ids never match. */
+_Static_assert(MS_CHANGE_ID == ES_ID_SIZE, "a change id is an event id");
+
 static bool seen(syncer *y, es_txn *txn, const uint8_t id[MS_CHANGE_ID])
 {
-    uint8_t k[MS_NS_MAX + 1 + MS_CHANGE_ID];
+    uint8_t k[MS_NS_MAX + 1 + MS_CHANGE_ID], cid[MS_CHANGE_ID];
     const void *v;
     size_t n;
+    uint64_t pos;
     for (size_t i = 0; i < y->n_ids; i++)
         if (memcmp(y->ids[i], id, MS_CHANGE_ID) == 0)
             return true;
+    if (es_event_position(txn, id, &pos) == ES_OK)
+        return true;
     size_t kl = ms_kvkey(y->req->namespace_, id, MS_CHANGE_ID, k);
-    return es_kv_get(txn, KV_APPLIED, k, kl, &v, &n) == ES_OK;
+    if (es_kv_get(txn, KV_APPLIED, k, kl, &v, &n) == ES_OK)
+        return true;
+    conflict_id(id, cid);
+    return es_event_position(txn, cid, &pos) == ES_OK;
 }
 
 /* Writes the change as version `version` of its key (MemoryWritten or
@@ -286,6 +299,7 @@ static Agentmesh__V1__MemoryEntry *server_side(syncer *y, es_txn *txn,
     return p;
 }
 
+/* Records a change that leaves no event with its id or its conflict id. */
 static int add_applied_id(syncer *y, const uint8_t id[MS_CHANGE_ID])
 {
     uint8_t k[MS_NS_MAX + 1 + MS_CHANGE_ID];
@@ -293,7 +307,6 @@ static int add_applied_id(syncer *y, const uint8_t id[MS_CHANGE_ID])
     if (!one)
         return -1;
     one[0] = 1;
-    memcpy(y->ids[y->n_ids++], id, MS_CHANGE_ID);
     size_t kl = ms_kvkey(y->req->namespace_, id, MS_CHANGE_ID, k);
     return ms_batch_put(&y->b, KV_APPLIED, k, kl, one, 1, -1);
 }
@@ -334,12 +347,12 @@ static int one_change(syncer *y, es_txn *txn, const SyncChange *c, ms_error *err
             return ms_store_fail(err, rc, "reading an entry");
         }
     }
-    if (add_applied_id(y, id))
-        return ms_fail(err, 8, "out of memory");
+    memcpy(y->ids[y->n_ids++], id, MS_CHANGE_ID);
     if (c->base_version == cur_version) {
-        /* Deleting what is absent changes nothing. */
+        /* Deleting what is absent changes nothing, and leaves no event. */
         if (c->deleted && cur_deleted)
-            return 0;
+            return add_applied_id(y, id) ? ms_fail(err, 8, "out of memory")
+                                         : 0;
         return write_change(y, c, cur_version + 1, hlc, id)
                    ? ms_fail(err, 8, "out of memory")
                    : 0;

@@ -150,6 +150,74 @@ static void test_expected_and_sync(void)
     CHECK(after.last_position == before.last_position);
 }
 
+static void put_value(const char *ns, const char *key, const char *value)
+{
+    Agentmesh__V1__PutMemoryRequest put = AGENTMESH__V1__PUT_MEMORY_REQUEST__INIT;
+    Agentmesh__V1__MemoryEntry *e = NULL;
+    ms_error err;
+    ms_ctx ctx = {0};
+    put.namespace_ = (char *)ns;
+    put.key = (char *)key;
+    put.value.data = (uint8_t *)value;
+    put.value.len = strlen(value);
+    CHECK(ms_put(svc, &ctx, &put, &e, &err) == 0);
+    if (e)
+        protobuf_c_message_free_unpacked(&e->base, NULL);
+}
+
+/* A resend is skipped whatever the change's first outcome was: applied
+ * (an event with its id), lost or won a conflict (a conflict event, and
+ * for a win the write), or a delete of an absent key (no event: its id
+ * is kept on its own). Keys changed in between do not make the old
+ * changes conflict. */
+static void test_resend_every_outcome(void)
+{
+    put_value("resend", "lose", "server");
+    put_value("resend", "win", "server");
+    Agentmesh__V1__SyncChange ch[4];
+    Agentmesh__V1__SyncChange *chs[4];
+    const char *keys[4] = {"new", "gone", "lose", "win"};
+    for (int i = 0; i < 4; i++) {
+        agentmesh__v1__sync_change__init(&ch[i]);
+        chs[i] = &ch[i];
+        ch[i].key = (char *)keys[i];
+        ch[i].value.data = (uint8_t *)"from-r2";
+        ch[i].value.len = 7;
+    }
+    ch[1].deleted = true;   /* "gone" never existed */
+    ch[1].value.len = 0;
+    ch[2].hlc = 1;          /* older than the server's write: loses */
+    /* ch[3].hlc = 0: stamped now by the server, after its write: wins */
+    Agentmesh__V1__SyncMemoryRequest sync = AGENTMESH__V1__SYNC_MEMORY_REQUEST__INIT;
+    Agentmesh__V1__SyncMemoryResponse *rep = NULL;
+    ms_error err;
+    ms_ctx ctx = {0};
+    sync.namespace_ = "resend";
+    sync.replica_id = "r2";
+    sync.changes = chs;
+    sync.n_changes = 4;
+    CHECK(ms_sync(svc, &ctx, &sync, &rep, &err) == 0);
+    CHECK(rep->n_applied == 2 && rep->n_conflicts == 2);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    /* Keys "gone" and "lose" change after the first send: a resend
+     * processed anew would now conflict on both. */
+    put_value("resend", "gone", "now here");
+    put_value("resend", "lose", "server again");
+    es_stats before, after;
+    CHECK(es_stats_get(store, &before) == ES_OK);
+    for (int round = 0; round < 2; round++) {
+        CHECK(ms_sync(svc, &ctx, &sync, &rep, &err) == 0);
+        CHECK(rep->n_applied == 0 && rep->n_conflicts == 0);
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    }
+    CHECK(es_stats_get(store, &after) == ES_OK);
+    CHECK(after.last_position == before.last_position);
+    int code;
+    CHECK(get_version("resend", "gone", &code) == 1 && code == 0);
+    CHECK(get_version("resend", "win", &code) == 2 && code == 0);
+    CHECK(get_version("resend", "lose", &code) == 2 && code == 0);
+}
+
 static void test_forget(void)
 {
     Agentmesh__V1__ForgetNamespaceRequest req = AGENTMESH__V1__FORGET_NAMESPACE_REQUEST__INIT;
@@ -196,6 +264,7 @@ int main(void)
         return 2;
     test_concurrent_puts();
     test_expected_and_sync();
+    test_resend_every_outcome();
     test_forget();
     ms_service_destroy(svc);
     es_close(store);
