@@ -23,7 +23,7 @@
  * Usage: query_bench [--seconds S] [--rates R1,R2,...] (events/s)
  *                    [--load agents|memory|mixed] [--batch N]
  *                    [--namespaces N] [--value-size B] [--poll-us U]
- *                    [--jetstream 0|1] [--dir DIR]
+ *                    [--jetstream 0|1] [--lag-log FILE] [--dir DIR]
  *                    [--agent-manager BIN] [--memory-sync BIN] [--query BIN]
  *                    [--nats-server BIN] */
 #include <errno.h>
@@ -73,6 +73,7 @@ static size_t batch = 20;
 static size_t namespaces = 4;
 static size_t value_size = 64;
 static size_t poll_us = 50;
+static const char *lag_log; /* --lag-log: every event's times, as CSV */
 static bool jetstream = true;
 static const char *am_bin = "services/agent_manager/agent-manager";
 static const char *ms_bin = "services/memory_sync/memory-sync";
@@ -658,6 +659,25 @@ static double pct(const double *v, size_t n, double q)
     return v[i];
 }
 
+/* --lag-log: one line per event of the rate just run, times in seconds
+ * from the first event's reply (empty when not seen), to look at the tail
+ * over time (a stall hits a run of neighbours, a slow event only itself). */
+static void log_lags(FILE *f, const char *label, const char *name,
+                     const source *src, uint64_t first, uint64_t last)
+{
+    double t0 = first < src->cap ? src->acked[first] : 0;
+    for (uint64_t p = first; p <= last && p < src->cap; p++) {
+        fprintf(f, "%s,%s,%llu", label, name, (unsigned long long)p);
+        const double *t[3] = {src->acked, src->arrived, src->visible};
+        for (int i = 0; i < 3; i++)
+            if (t[i][p])
+                fprintf(f, ",%.6f", t[i][p] - t0);
+            else
+                fputs(",", f);
+        fputc('\n', f);
+    }
+}
+
 /* Prints one row: the lag of every event of `src` in positions first..last. */
 static void report(const char *label, const char *name, source *src,
                    uint64_t first, uint64_t last, double ev_s, double cmd_s)
@@ -729,7 +749,8 @@ static const char usage[] =
     "usage: query_bench [--seconds S] [--rates R1,R2 (events/s)] "
     "[--load agents|memory|mixed] [--batch N (1..400)] [--namespaces N "
     "(1..64)] [--value-size B (1..4096)] [--poll-us U (1..100000)] "
-    "[--jetstream 0|1 (memory-sync's outbox)] [--dir DIR] [--agent-manager BIN] "
+    "[--jetstream 0|1 (memory-sync's outbox)] [--lag-log FILE (CSV: rate, "
+    "source, position, acked, on NATS, visible)] [--dir DIR] [--agent-manager BIN] "
     "[--memory-sync BIN] [--query BIN] [--nats-server BIN]";
 
 static size_t size_arg(const char *s, size_t lo, size_t hi)
@@ -771,6 +792,8 @@ static void parse_args(int argc, char **argv)
             value_size = size_arg(v, 1, VALUE_MAX);
         else if (!strcmp(a, "--poll-us"))
             poll_us = size_arg(v, 1, 100000);
+        else if (!strcmp(a, "--lag-log"))
+            lag_log = v;
         else if (!strcmp(a, "--jetstream"))
             jetstream = size_arg(v, 0, 1) == 1;
         else if (!strcmp(a, "--agent-manager"))
@@ -982,6 +1005,16 @@ int main(int argc, char **argv)
             if (src[s].on)
                 report(label, src[s].name, &src[s], first[s], src[s].max_pos,
                        a.events_s[s], a.cmds_s[s]);
+        if (lag_log) {
+            FILE *f = fopen(lag_log, "a");
+            if (!f)
+                die("cannot open --lag-log");
+            for (int s = 0; s < SRC_N; s++)
+                if (src[s].on)
+                    log_lags(f, label, src[s].name, &src[s], first[s],
+                             src[s].max_pos);
+            fclose(f);
+        }
         for (int s = 0; s < SRC_N; s++) {
             if (!src[s].on)
                 continue;
