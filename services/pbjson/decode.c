@@ -13,13 +13,25 @@
 
 #include "services/pbjson/internal.h"
 
+/* The path to the value being decoded, for error messages: kept as
+ * pointers and formatted only when an error is written. */
+#define PATH_SEGS 64
+#define SEG_NUL ((size_t)-1) /* a segment name ending at its NUL */
+
+typedef struct path_seg {
+    const char *name; /* NULL for an array index */
+    size_t len;       /* or SEG_NUL */
+    long index;
+} path_seg;
+
 typedef struct dec {
     const pbjson_options *opts;
     unsigned flags;
     unsigned max_depth;
     size_t max_elements;
     size_t elements;
-    char path[256];
+    path_seg path[PATH_SEGS]; /* deeper segments are counted, not kept */
+    size_t npath;
     char *err;
     size_t errlen;
 } dec;
@@ -29,37 +41,58 @@ static int decode_message(dec *d, const ProtobufCMessageDescriptor *desc, json_t
 
 static int failf(dec *d, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+static void path_format(const dec *d, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < d->npath && i < PATH_SEGS; i++) {
+        const path_seg *s = &d->path[i];
+        int w;
+        if (!s->name) {
+            w = snprintf(out + o, cap - o, "[%ld]", s->index);
+        } else {
+            size_t n = s->len == SEG_NUL ? strlen(s->name) : s->len;
+            w = snprintf(out + o, cap - o, "%s%.*s", o ? "." : "",
+                         (int)(n > 255 ? 255 : n), s->name);
+        }
+        if (w < 0 || (size_t)w >= cap - o)
+            return; /* cut at cap, as snprintf leaves it */
+        o += (size_t)w;
+    }
+}
+
 static int failf(dec *d, int status, const char *fmt, ...)
 {
     if (d->err != NULL && d->errlen > 0) {
-        char msg[256];
+        char msg[256], path[256];
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        if (d->path[0])
-            snprintf(d->err, d->errlen, "%s: %s", d->path, msg);
+        path_format(d, path, sizeof(path));
+        if (path[0])
+            snprintf(d->err, d->errlen, "%s: %s", path, msg);
         else
             snprintf(d->err, d->errlen, "%s", msg);
     }
     return status;
 }
 
-/* Path bookkeeping for error messages: push returns the old length. */
-static size_t path_push(dec *d, const char *name, long index)
+/* Path bookkeeping for error messages: push returns the old depth. A
+ * name is borrowed: it must outlive the segment (JSON keys, the caller's
+ * path string). index < 0 with a name, else name NULL. */
+static size_t path_push(dec *d, const char *name, size_t len, long index)
 {
-    size_t old = strlen(d->path);
-    size_t room = sizeof(d->path) - old;
-    if (index >= 0)
-        snprintf(d->path + old, room, "[%ld]", index);
-    else if (name != NULL)
-        snprintf(d->path + old, room, "%s%s", old ? "." : "", name);
+    size_t old = d->npath;
+    if (old < PATH_SEGS)
+        d->path[old] = (path_seg){index >= 0 ? NULL : name, len, index};
+    d->npath++;
     return old;
 }
 
 static void path_pop(dec *d, size_t old)
 {
-    d->path[old] = '\0';
+    d->npath = old;
 }
 
 static int parse_int(dec *d, json_t *j, int64_t lo, int64_t hi, int64_t *out)
@@ -316,7 +349,7 @@ static int decode_repeated(dec *d, const ProtobufCFieldDescriptor *f, json_t *j,
     *arr = a;
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(j, i);
-        size_t mark = path_push(d, NULL, (long)i);
+        size_t mark = path_push(d, NULL, 0, (long)i);
         if (json_is_null(v) && f->type == PROTOBUF_C_TYPE_MESSAGE) {
             path_pop(d, mark);
             *count = i;
@@ -381,7 +414,7 @@ static int decode_map(dec *d, const ProtobufCFieldDescriptor *f, json_t *j, char
             return failf(d, PBJSON_NOMEM, "out of memory");
         ed->message_init(e);
         (*arr)[(*count)++] = e;
-        size_t mark = path_push(d, key, -1);
+        size_t mark = path_push(d, key, SEG_NUL, -1);
         rc = decode_map_key(d, &ed->fields[0], key, (char *)e + ed->fields[0].offset);
         if (rc == PBJSON_OK) {
             if (json_is_null(v) && ed->fields[1].type != PROTOBUF_C_TYPE_MESSAGE)
@@ -500,7 +533,7 @@ static int decode_message(dec *d, const ProtobufCMessageDescriptor *desc, json_t
     json_object_foreach(j, key, v)
     {
         const ProtobufCFieldDescriptor *f = pbjson_find_field(desc, key);
-        size_t mark = path_push(d, key, -1);
+        size_t mark = path_push(d, key, SEG_NUL, -1);
         if (f == NULL) {
             if (d->flags & PBJSON_IGNORE_UNKNOWN) {
                 path_pop(d, mark);
@@ -613,7 +646,7 @@ int pbjson_set_field(ProtobufCMessage *msg, const char *path, const char *value,
         const ProtobufCFieldDescriptor *f = pbjson_find_field(desc, seg);
         if (f == NULL)
             return failf(&d, PBJSON_INVALID, "unknown field \"%.60s\" in %s", seg, desc->name);
-        path_push(&d, seg, -1);
+        path_push(&d, path, n, -1);
         char *base = (char *)m;
         if (dot != NULL) {
             if (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)

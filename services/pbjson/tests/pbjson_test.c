@@ -245,6 +245,20 @@ static void test_refusals(void)
         {&google__rpc__retry_info__descriptor, "{\"retryDelay\":\"soon\"}", PBJSON_INVALID, "duration"},
         {&agentmesh__v1__task_update__descriptor, "{\"task\":null,\"eventType\":\"\"}", PBJSON_OK, ""},
     };
+    /* The path is written out only for an error, and in full. */
+    {
+        ProtobufCMessage *m = NULL;
+        char err[256] = "";
+        int rc = pbjson_decode(&agentmesh__v1__submit_task_request__descriptor,
+                               "{\"input\":\"x\",\"requiredCapabilities\":[\"a\",\"b\",7]}", 48, NULL, &m, err,
+                               sizeof(err));
+        CHECK(rc == PBJSON_INVALID && strcmp(err, "requiredCapabilities[2]: expected a string") == 0,
+              "array path: %s", err);
+        rc = pbjson_decode(&agentmesh__v1__list_agents_request__descriptor,
+                           "{\"status\":1,\"minPositions\":{\"agents\":\"1\",\"memory\":[]}}", 54, NULL, &m,
+                           err, sizeof(err));
+        CHECK(rc == PBJSON_INVALID && strncmp(err, "minPositions.memory: ", 21) == 0, "map path: %s", err);
+    }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ProtobufCMessage *m = NULL;
         char err[256] = "";
@@ -294,6 +308,9 @@ static void test_set_field(void)
           "bad number: %s", err);
     CHECK(pbjson_set_field(m, "nope", "1", err, sizeof(err)) == PBJSON_INVALID, "unknown");
     CHECK(pbjson_set_field(m, "minPositions", "1", err, sizeof(err)) == PBJSON_INVALID, "map refused");
+    CHECK(pbjson_set_field(m, "agentId.x", "1", err, sizeof(err)) == PBJSON_INVALID &&
+              strcmp(err, "agentId: not a message field") == 0,
+          "the path so far names the field: %s", err);
     Agentmesh__V1__ListTasksRequest *r = (Agentmesh__V1__ListTasksRequest *)m;
     CHECK(strcmp(r->agent_id, "a-1") == 0 && r->state == AGENTMESH__V1__TASK_STATE__TASK_STATE_FAILED &&
               r->since_unix_nano == -12,
