@@ -54,6 +54,7 @@ static int apply_batch(es_txn *txn, const es_append_result *appended,
     memset(&b->res, 0, sizeof b->res);
     b->tx.txn = txn;
     b->tx.n_counters = b->tx.n_rates = 0;
+    memset(b->tx.events, 0, sizeof b->tx.events);
     if ((rc = qs_feed_begin(&b->tx)))
         return rc;
     for (size_t i = 0; i < b->n; i++) {

@@ -214,6 +214,7 @@ typedef struct qs_tx {
         uint64_t second;
         uint64_t n;
     } rates[QS_TX_RATES];
+    uint64_t events[QS_NSOURCES]; /* the "events" counters, by source */
 } qs_tx;
 /* Writes the gathered counters and rates to tx->txn and empties them. */
 int qs_tx_flush(qs_tx *tx);

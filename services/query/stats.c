@@ -38,6 +38,17 @@ static int add_u64(es_txn *txn, const char *ns, const void *k, size_t kl,
 int qs_tx_flush(qs_tx *tx)
 {
     int rc = ES_OK;
+    uint64_t all = 0;
+    for (int i = 0; !rc && i < QS_NSOURCES; i++) {
+        char k[32];
+        int n = snprintf(k, sizeof k, "events:%s", qs_source_name(i));
+        if (tx->events[i] && n > 0 && (size_t)n < sizeof k)
+            rc = add_u64(tx->txn, NS, k, (size_t)n, (int64_t)tx->events[i]);
+        all += tx->events[i];
+        tx->events[i] = 0;
+    }
+    if (!rc && all)
+        rc = add_u64(tx->txn, NS, "events:total", 12, (int64_t)all);
     for (size_t i = 0; !rc && i < tx->n_counters; i++)
         if (tx->counters[i].delta)
             rc = add_u64(tx->txn, NS, tx->counters[i].key,
@@ -90,9 +101,11 @@ int qs_stats_apply(qs_tx *tx, const qs_event *ev)
 {
     int rc;
     uint64_t sec = (uint64_t)(ev->time_unix_nano / 1000000000);
-    if ((rc = qs_stats_add(tx, "events", "total", 1)) ||
-        (rc = qs_stats_add(tx, "events", qs_source_name(ev->source), 1)))
-        return rc;
+    /* "events:total" and "events:<source>": counted here, written by
+     * qs_tx_flush, as every counter is. */
+    if (ev->source < 0 || ev->source >= QS_NSOURCES)
+        return ES_INVALID;
+    tx->events[ev->source]++;
     for (size_t i = 0; i < tx->n_rates; i++)
         if (tx->rates[i].second == sec) {
             tx->rates[i].n++;
