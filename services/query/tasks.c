@@ -298,7 +298,10 @@ int qs_tasks_prepare(qs_event *ev, qs_arena *ar)
     memset(&r, 0, sizeof r);
     r.t = &t;
     r.created = ev->position;
-    snprintf(r.target, sizeof r.target, "%s", p->agent_id ? p->agent_id : "");
+    const char *a = p->agent_id ? p->agent_id : "";
+    size_t al = strnlen(a, sizeof r.target - 1); /* cut as snprintf would */
+    memcpy(r.target, a, al);
+    r.target[al] = '\0';
     t.task_id = (char *)id;
     t.required_capabilities = p->required_capabilities;
     t.n_required_capabilities = p->n_required_capabilities;
