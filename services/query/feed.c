@@ -8,6 +8,7 @@
 #include "services/pbjson/pbjson.h"
 #include "services/pbjson/registry.h"
 #include "services/query/query.h"
+#include "services/query/wire.h"
 
 #define NS_MERGED "q.feed"
 #define SEQ_NAME "feed"
@@ -33,61 +34,9 @@ int qs_feed_flush(qs_tx *tx)
     return es_checkpoint_put(tx->txn, SEQ_NAME, tx->feed_seq);
 }
 
-/* The feed's record is an agentmesh.v1.Event, written here field by field
- * in the order and form protobuf-c gives (proto3: a field at its default is
- * left out; metadata always present, holding only the traceparent): every
- * event of a rebuild is packed once, and protobuf-c's generic packer cost
- * more than the LMDB put of the result. feed_test checks the bytes against
- * protobuf_c_message_pack for every shape of event. */
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-/* A length-delimited field (tag, length, bytes), or nothing when empty. */
-static size_t bytes_len(size_t n)
-{
-    return n ? 1 + varint_len(n) + n : 0;
-}
-
-static uint8_t *put_bytes(uint8_t *p, uint8_t tag, const void *b, size_t n)
-{
-    if (!n)
-        return p;
-    *p++ = tag;
-    p = put_varint(p, n);
-    memcpy(p, b, n);
-    return p + n;
-}
-
-static size_t u64_len(uint64_t v)
-{
-    return v ? 1 + varint_len(v) : 0;
-}
-
-static uint8_t *put_u64(uint8_t *p, uint8_t tag, uint64_t v)
-{
-    if (!v)
-        return p;
-    *p++ = tag;
-    return put_varint(p, v);
-}
-
+/* The feed's record: an agentmesh.v1.Event with the metadata holding only
+ * the traceparent (protobuf-c writes the metadata message even empty),
+ * written with wire.h: every event of a rebuild is packed once. */
 int qs_feed_pack(const qs_event *ev, qs_arena *ar, uint8_t **out,
                  size_t *len)
 {
@@ -97,27 +46,29 @@ int qs_feed_pack(const qs_event *ev, qs_arena *ar, uint8_t **out,
     size_t idl = strlen(ev->event_id), sl = strlen(ev->stream),
            tl = strlen(ev->type), tpl = strlen(ev->traceparent),
            srcl = strlen(src), ctl = sizeof CONTENT_TYPE - 1;
-    size_t meta = bytes_len(tpl);
+    size_t meta = wire_bytes_len(3, tpl);
     uint64_t when = (uint64_t)ev->time_unix_nano;
-    size_t n = bytes_len(idl) + bytes_len(sl) + u64_len(ev->stream_version) +
-               u64_len(ev->position) + bytes_len(tl) + u64_len(when) +
-               bytes_len(ev->data_len) + 1 + varint_len(meta) + meta +
-               bytes_len(srcl) + bytes_len(ctl);
+    size_t n = wire_bytes_len(1, idl) + wire_bytes_len(2, sl) +
+               wire_u64_len(3, ev->stream_version) +
+               wire_u64_len(4, ev->position) + wire_bytes_len(5, tl) +
+               wire_u64_len(6, when) + wire_bytes_len(7, ev->data_len) +
+               wire_elem_len(9, meta) + wire_bytes_len(10, srcl) +
+               wire_bytes_len(11, ctl);
     uint8_t *b = ar ? qs_arena_alloc(ar, n) : malloc(n);
     if (!b)
         return ES_NOMEM;
-    uint8_t *p = put_bytes(b, 0x0a, ev->event_id, idl);  /* 1 event_id */
-    p = put_bytes(p, 0x12, ev->stream, sl);               /* 2 stream */
-    p = put_u64(p, 0x18, ev->stream_version);             /* 3 */
-    p = put_u64(p, 0x20, ev->position);                   /* 4 */
-    p = put_bytes(p, 0x2a, ev->type, tl);                 /* 5 type */
-    p = put_u64(p, 0x30, when);                           /* 6 int64 */
-    p = put_bytes(p, 0x3a, ev->data, ev->data_len);       /* 7 data */
-    *p++ = 0x4a;                                          /* 9 metadata */
-    p = put_varint(p, meta);
-    p = put_bytes(p, 0x1a, ev->traceparent, tpl);         /*   3 traceparent */
-    p = put_bytes(p, 0x52, src, srcl);                    /* 10 source */
-    p = put_bytes(p, 0x5a, CONTENT_TYPE, ctl);            /* 11 content_type */
+    uint8_t *p = wire_put_bytes(b, 1, ev->event_id, idl);
+    p = wire_put_bytes(p, 2, ev->stream, sl);
+    p = wire_put_u64(p, 3, ev->stream_version);
+    p = wire_put_u64(p, 4, ev->position);
+    p = wire_put_bytes(p, 5, ev->type, tl);
+    p = wire_put_u64(p, 6, when);
+    p = wire_put_bytes(p, 7, ev->data, ev->data_len);
+    p = wire_put_varint(p, wire_tag(9, WIRE_LEN)); /* metadata */
+    p = wire_put_varint(p, meta);
+    p = wire_put_bytes(p, 3, ev->traceparent, tpl);
+    p = wire_put_bytes(p, 10, src, srcl);
+    p = wire_put_bytes(p, 11, CONTENT_TYPE, ctl);
     *out = b;
     *len = (size_t)(p - b);
     return ES_OK;

@@ -233,6 +233,11 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev);
  * ev->rec (from ar, or malloc when ar is NULL); a no-op for other
  * events. Errors: ES_NOMEM. */
 int qs_tasks_prepare(qs_event *ev, qs_arena *ar);
+/* A Task in the wire format (the bytes protobuf_c_message_pack writes for
+ * it; unknown fields are not kept): the size, and the bytes written to out
+ * (qs_task_packed_size of them). The record of every task event is one. */
+size_t qs_task_packed_size(const Agentmesh__V1__Task *t);
+size_t qs_task_pack(const Agentmesh__V1__Task *t, uint8_t *out);
 /* Encodes the memory entry a MemoryWritten makes into ev->rec (from ar,
  * or malloc when ar is NULL); a no-op for other events. Errors: ES_NOMEM. */
 int qs_memory_prepare(qs_event *ev, qs_arena *ar);

@@ -11,6 +11,7 @@
 
 #include "agentmesh/v1/events.pb-c.h"
 #include "services/query/query.h"
+#include "services/query/wire.h"
 
 #define NS "q.tasks"
 #define NS_POS "q.tasks.pos"
@@ -60,11 +61,60 @@ static int load(es_txn *txn, const char *id, rec *r)
     return r->t ? ES_OK : ES_CORRUPT;
 }
 
-/* The stored form of a record, in a new buffer from ar (NULL: malloc). */
+static size_t str_len(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+size_t qs_task_packed_size(const Agentmesh__V1__Task *t)
+{
+    size_t n = wire_bytes_len(1, str_len(t->task_id)) +
+               wire_bytes_len(2, str_len(t->agent_id));
+    for (size_t i = 0; i < t->n_required_capabilities; i++)
+        n += wire_elem_len(3, str_len(t->required_capabilities[i]));
+    return n + wire_bytes_len(4, str_len(t->input)) +
+           wire_bytes_len(5, str_len(t->output)) +
+           wire_bytes_len(6, str_len(t->error)) +
+           wire_bytes_len(7, str_len(t->phase)) +
+           wire_u64_len(8, t->progress_percent) +
+           wire_u64_len(9, wire_i32(t->priority)) +
+           wire_u64_len(10, t->attempt) +
+           wire_u64_len(11, wire_i32((int32_t)t->state)) +
+           wire_u64_len(12, t->version) + wire_u64_len(13, t->position) +
+           wire_u64_len(14, (uint64_t)t->submitted_at_unix_nano) +
+           wire_u64_len(15, (uint64_t)t->updated_at_unix_nano) +
+           wire_bytes_len(16, str_len(t->idempotency_key));
+}
+
+size_t qs_task_pack(const Agentmesh__V1__Task *t, uint8_t *out)
+{
+    uint8_t *p = wire_put_bytes(out, 1, t->task_id, str_len(t->task_id));
+    p = wire_put_bytes(p, 2, t->agent_id, str_len(t->agent_id));
+    for (size_t i = 0; i < t->n_required_capabilities; i++)
+        p = wire_put_elem(p, 3, t->required_capabilities[i],
+                          str_len(t->required_capabilities[i]));
+    p = wire_put_bytes(p, 4, t->input, str_len(t->input));
+    p = wire_put_bytes(p, 5, t->output, str_len(t->output));
+    p = wire_put_bytes(p, 6, t->error, str_len(t->error));
+    p = wire_put_bytes(p, 7, t->phase, str_len(t->phase));
+    p = wire_put_u64(p, 8, t->progress_percent);
+    p = wire_put_u64(p, 9, wire_i32(t->priority));
+    p = wire_put_u64(p, 10, t->attempt);
+    p = wire_put_u64(p, 11, wire_i32((int32_t)t->state));
+    p = wire_put_u64(p, 12, t->version);
+    p = wire_put_u64(p, 13, t->position);
+    p = wire_put_u64(p, 14, (uint64_t)t->submitted_at_unix_nano);
+    p = wire_put_u64(p, 15, (uint64_t)t->updated_at_unix_nano);
+    p = wire_put_bytes(p, 16, t->idempotency_key, str_len(t->idempotency_key));
+    return (size_t)(p - out);
+}
+
+/* The stored form of a record, in a new buffer from ar (NULL: malloc):
+ * creation position, requested agent, the Task (qs_task_pack). */
 static int encode(const rec *r, qs_arena *ar, uint8_t **out, size_t *len)
 {
     size_t tl = strlen(r->target);
-    size_t pl = protobuf_c_message_get_packed_size(&r->t->base);
+    size_t pl = qs_task_packed_size(r->t);
     uint8_t *b = ar ? qs_arena_alloc(ar, 10 + tl + pl) : malloc(10 + tl + pl);
     if (!b)
         return ES_NOMEM;
@@ -72,9 +122,8 @@ static int encode(const rec *r, qs_arena *ar, uint8_t **out, size_t *len)
     b[8] = (uint8_t)(tl >> 8);
     b[9] = (uint8_t)tl;
     memcpy(b + 10, r->target, tl);
-    protobuf_c_message_pack(&r->t->base, b + 10 + tl);
+    *len = 10 + tl + qs_task_pack(r->t, b + 10 + tl);
     *out = b;
-    *len = 10 + tl + pl;
     return ES_OK;
 }
 
