@@ -108,6 +108,8 @@ typedef struct ms_mac {
 int ms_mac_open(ms_mac *m, const ms_ns_key *k);
 int ms_mac_hash(ms_mac *m, const void *v, size_t n, uint8_t out[MS_HASH_SIZE]);
 void ms_mac_close(ms_mac *m);
+/* SHA-256 of in[0..n), with the digest fetched once. Returns 0 or -1. */
+int ms_sha256(const void *in, size_t n, uint8_t out[32]);
 /* Overwrites a key in a way the compiler keeps (OPENSSL_cleanse). */
 void ms_key_wipe(ms_ns_key *k);
 

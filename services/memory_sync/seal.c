@@ -46,11 +46,19 @@ static int build_aad(const ms_seal_ctx *w, uint8_t *aad, size_t *len)
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 static EVP_CIPHER *gcm;
 static EVP_MAC *hmac;
+static EVP_MD *sha256;
 
 static void fetch(void)
 {
     gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+int ms_sha256(const void *in, size_t n, uint8_t out[32])
+{
+    pthread_once(&fetch_once, fetch);
+    return sha256 && EVP_Digest(in, n, out, NULL, sha256, NULL) == 1 ? 0 : -1;
 }
 
 static const EVP_CIPHER *cipher(void)

@@ -92,13 +92,15 @@ static int change_id(syncer *y, const char *replica, const SyncChange *c,
 }
 
 /* The id of the conflict event of a change: derived, so it dedupes too. */
-static void conflict_id(const uint8_t id[MS_CHANGE_ID], uint8_t out[MS_CHANGE_ID])
+static int conflict_id(const uint8_t id[MS_CHANGE_ID], uint8_t out[MS_CHANGE_ID])
 {
     uint8_t in[MS_CHANGE_ID + 8], d[SHA256_DIGEST_LENGTH];
     memcpy(in, id, MS_CHANGE_ID);
     memcpy(in + MS_CHANGE_ID, "conflict", 8);
-    SHA256(in, sizeof in, d);
+    if (ms_sha256(in, sizeof in, d))
+        return -1;
     memcpy(out, d, MS_CHANGE_ID);
+    return 0;
 }
 
 static int check_change(ms_service *s, const SyncChange *c, ms_error *err)
@@ -162,7 +164,7 @@ static planned *find_plan(syncer *y, const char *key, size_t len)
  * each generation, so a forgotten namespace's ids never match. */
 _Static_assert(MS_CHANGE_ID == ES_ID_SIZE, "a change id is an event id");
 
-static bool seen(syncer *y, es_txn *txn, const uint8_t id[MS_CHANGE_ID])
+static int seen(syncer *y, es_txn *txn, const uint8_t id[MS_CHANGE_ID])
 {
     uint8_t k[MS_NS_MAX + 1 + MS_CHANGE_ID], cid[MS_CHANGE_ID];
     const void *v;
@@ -170,13 +172,14 @@ static bool seen(syncer *y, es_txn *txn, const uint8_t id[MS_CHANGE_ID])
     uint64_t pos;
     for (size_t i = 0; i < y->n_ids; i++)
         if (memcmp(y->ids[i], id, MS_CHANGE_ID) == 0)
-            return true;
+            return 1;
     if (es_event_position(txn, id, &pos) == ES_OK)
-        return true;
+        return 1;
     size_t kl = ms_kvkey(y->req->namespace_, id, MS_CHANGE_ID, k);
     if (es_kv_get(txn, KV_APPLIED, k, kl, &v, &n) == ES_OK)
-        return true;
-    conflict_id(id, cid);
+        return 1;
+    if (conflict_id(id, cid))
+        return -1;
     return es_event_position(txn, cid, &pos) == ES_OK;
 }
 
@@ -323,7 +326,10 @@ static int one_change(syncer *y, es_txn *txn, const SyncChange *c, ms_error *err
 
     if (change_id(y, y->req->replica_id, c, id))
         return ms_fail(err, 13, "hashing a change failed");
-    if (seen(y, txn, id))
+    int was = seen(y, txn, id);
+    if (was < 0)
+        return ms_fail(err, 13, "hashing a change failed");
+    if (was)
         return 0;
     uint64_t hlc = c->hlc ? c->hlc : ms_hlc_now(&y->s->hlc);
     if (c->hlc)
@@ -375,7 +381,8 @@ static int one_change(syncer *y, es_txn *txn, const SyncChange *c, ms_error *err
     Agentmesh__V1__MemoryConflictResolved ev =
         AGENTMESH__V1__MEMORY_CONFLICT_RESOLVED__INIT;
     uint8_t cid[MS_CHANGE_ID];
-    conflict_id(id, cid);
+    if (conflict_id(id, cid))
+        return ms_fail(err, 13, "hashing a change failed");
     ev.namespace_ = (char *)ns;
     ev.key = c->key;
     ev.strategy = (Agentmesh__V1__ConflictStrategy)y->strategy;

@@ -10,6 +10,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include "services/memory_sync/model.h"
 
@@ -249,6 +250,10 @@ static void test_seal(void)
         CHECK(ms_mac_hash(&m, vals[i], n, many) == 0);
         CHECK(memcmp(want, one, MS_HASH_SIZE) == 0);
         CHECK(memcmp(want, many, MS_HASH_SIZE) == 0);
+        /* ms_sha256 (conflict ids) is SHA-256 itself. */
+        uint8_t sha[32], ours[32];
+        CHECK(SHA256((const uint8_t *)vals[i], n, sha) != NULL);
+        CHECK(ms_sha256(vals[i], n, ours) == 0 && memcmp(sha, ours, 32) == 0);
     }
     ms_mac_close(&m);
     CHECK(m.ctx == NULL && ms_mac_hash(&m, "v", 1, h1) == -1);
