@@ -69,6 +69,20 @@ static qs_event *submitted(uint64_t position)
                     p.submitted_at_unix_nano + 5000000);
 }
 
+/* Task t<task> assigned to agent-7 at `position`, version 1 of its stream. */
+static qs_event *assigned(uint64_t position, uint64_t task)
+{
+    char id[32], stream[40];
+    snprintf(id, sizeof id, "t%llu", (unsigned long long)task);
+    snprintf(stream, sizeof stream, "task-%s", id);
+    Agentmesh__V1__TaskAssigned a = AGENTMESH__V1__TASK_ASSIGNED__INIT;
+    a.task_id = id;
+    a.agent_id = "agent-7";
+    a.attempt = 1;
+    return event_of(QS_AGENTS, position, stream, 1, &a.base,
+                    1000000000ll * (int64_t)position);
+}
+
 /* A MemoryWritten at `position` of memory-sync's log: key k<position % 5>
  * of namespace n<position % 2>, so later writes overwrite earlier ones. */
 static qs_event *memwritten(uint64_t position)
@@ -183,6 +197,14 @@ static void test_prepared_records(const char *base)
             apply_16(db, QS_AGENTS, submitted, first, k == 1);
             apply_16(db, QS_MEMORY, memwritten, first, k == 1);
         }
+        /* Tasks t1..t8 assigned (positions 49..56): timeline entries. */
+        qs_event *more[8];
+        qs_apply_result res;
+        for (uint64_t i = 0; i < 8; i++)
+            more[i] = assigned(49 + i, 1 + i);
+        CHECK(qs_apply(db, QS_AGENTS, more, 8, &res) == ES_OK && res.applied == 8);
+        for (size_t i = 0; i < 8; i++)
+            qs_event_free(more[i]);
         qs_db_close(db);
         FILE *f = open_memstream(&text[k], &len[k]);
         CHECK(f && qs_dump(dir[k], f) == ES_OK);
@@ -195,6 +217,66 @@ static void test_prepared_records(const char *base)
           strstr(text[0], "q.memory "));
     free(text[0]);
     free(text[1]);
+}
+
+static int count_rows(void *arg, const void *k, size_t kl, const void *v,
+                      size_t vl)
+{
+    (void)k;
+    (void)kl;
+    (void)v;
+    (void)vl;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void check_timeline(qs_db *db, const char *task, const uint64_t *want,
+                           size_t n)
+{
+    es_txn *txn = NULL;
+    Agentmesh__V1__GetTaskTimelineResponse r =
+        AGENTMESH__V1__GET_TASK_TIMELINE_RESPONSE__INIT;
+    CHECK(es_txn_begin(qs_db_store(db), &txn) == ES_OK);
+    int rc = qs_tasks_timeline(txn, task, &r);
+    es_txn_end(txn);
+    if (!n) {
+        CHECK(rc == ES_NOT_FOUND);
+        return;
+    }
+    CHECK(rc == ES_OK && r.n_events == n);
+    for (size_t i = 0; i < n; i++)
+        CHECK(r.events[i]->position == want[i]);
+    qs_free_events(r.events, r.n_events);
+}
+
+/* A task's timeline: the event that created it (implied by its record, no
+ * entry of its own), then each later event that changed it, in order; a
+ * task without a record has none. */
+static void test_timeline(const char *base)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/timeline", base);
+    qs_db *db = NULL;
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    qs_event *evs[4] = {submitted(1), submitted(2), assigned(3, 1), NULL};
+    qs_apply_result res;
+    CHECK(qs_apply(db, QS_AGENTS, evs, 3, &res) == ES_OK && res.applied == 3);
+    for (size_t i = 0; i < 3; i++)
+        qs_event_free(evs[i]);
+    const uint64_t t1[] = {1, 3}, t2[] = {2};
+    check_timeline(db, "t1", t1, 2);
+    check_timeline(db, "t2", t2, 1);
+    check_timeline(db, "t9", NULL, 0);
+    /* The creating event makes no q.timeline row; the assignment does. */
+    es_txn *txn = NULL;
+    int rows = 0;
+    CHECK(es_txn_begin(qs_db_store(db), &txn) == ES_OK);
+    CHECK(es_kv_scan(txn, "q.timeline", NULL, 0, count_rows, &rows) == ES_OK);
+    es_txn_end(txn);
+    CHECK(rows == 1);
+    qs_db_close(db);
+    CHECK(qs_db_remove_env(dir) == ES_OK);
+    rmdir(dir);
 }
 
 /* A page source for catch-up: positions 1..total, optionally with one
@@ -268,6 +350,19 @@ static int old_layout(es_txn *txn, const es_append_result *ap, void *arg)
     return rc ? rc : es_checkpoint_put(txn, "agents", 5);
 }
 
+/* What layout 2 wrote: per-namespace databases, q.layout = 2, and a
+ * q.timeline row for the event that created a task. */
+static int layout_2(es_txn *txn, const es_append_result *ap, void *arg)
+{
+    (void)ap;
+    (void)arg;
+    uint8_t k[11] = {'t', '1', 0}, v[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    int rc = es_kv_put(txn, "q.timeline", k, sizeof k, v, sizeof v);
+    if (!rc)
+        rc = es_checkpoint_put(txn, "q.layout", 2);
+    return rc ? rc : es_checkpoint_put(txn, "agents", 5);
+}
+
 int main(void)
 {
     char dir[512];
@@ -275,6 +370,7 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/qs-apply-test-XXXXXX", tmp ? tmp : "/tmp");
     CHECK(mkdtemp(dir));
     test_prepared_records(dir);
+    test_timeline(dir);
     test_parallel_catch_up(dir);
     qs_db *db = NULL;
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
@@ -336,6 +432,22 @@ int main(void)
     qs_db_close(db);
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
     CHECK(qs_db_reset_reason(db) == NULL && counts(db) == 2);
+
+    /* Layout 2 (a task's creating event had a timeline row of its own) is
+     * dropped the same way. */
+    qs_db_close(db);
+    CHECK(qs_db_remove_env(dir) == ES_OK);
+    eo.kv_dbs = qs_namespaces;
+    CHECK(es_open(dir, &eo, &old) == ES_OK);
+    CHECK(es_write(old, layout_2, NULL) == ES_OK);
+    es_close(old);
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    CHECK(qs_db_reset_reason(db) != NULL &&
+          strstr(qs_db_reset_reason(db), "layout"));
+    qs_db_positions_now(db, pos);
+    CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
+    r = apply(db, (uint64_t[]){1, 2}, 2);
+    CHECK(r.applied == 2 && counts(db) == 2);
 
     /* Open without sync, the env carries a marker with the boot id. A
      * process that dies leaves it with this boot's id: the env is kept (the

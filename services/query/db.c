@@ -35,7 +35,8 @@ void qs_db_positions(es_txn *txn, uint64_t out[QS_NSOURCES])
  * no marker) is dropped and projected again from the sources, as a rebuild
  * would, instead of being read as if it were empty. */
 #define LAYOUT_KEY "q.layout"
-#define LAYOUT 2
+/* 3: a task's first timeline entry is implied by its record. */
+#define LAYOUT 3
 
 static int put_layout(es_txn *txn, const es_append_result *ap, void *arg)
 {

@@ -306,6 +306,11 @@ static int fold(rec *r, const qs_event *ev, bool *changed)
     return rc;
 }
 
+/* A task's timeline is the event that created its record (at the record's
+ * creation position) and then, in q.timeline, each later event that changed
+ * it: an event makes no entry before its task's record exists, so the one
+ * that creates the record is always the first, and keeping it implied
+ * saves every new task a B-tree insert. */
 static int timeline_add(es_txn *txn, const qs_event *ev, const char *id)
 {
     uint8_t k[ID_MAX + 16], v[8];
@@ -367,8 +372,9 @@ int qs_tasks_prepare(qs_event *ev, qs_arena *ar)
     return encode(&r, ar, &ev->rec, &ev->rec_len);
 }
 
-/* A new task from its prepared record: the record, the index entries of
- * a PENDING task and its first timeline entry. */
+/* A new task from its prepared record: the record and the index entries
+ * of a PENDING task. Its first timeline entry is the record's creation
+ * position (qs_tasks_timeline), not an entry of its own. */
 static int apply_prepared(qs_tx *tx, const qs_event *ev, const char *id)
 {
     const Agentmesh__V1__TaskSubmitted *p = (const void *)ev->payload;
@@ -387,9 +393,7 @@ static int apply_prepared(qs_tx *tx, const qs_event *ev, const char *id)
     now.submitted = p->submitted_at_unix_nano;
     int rc = es_kv_put(tx->txn, NS, id, strlen(id), ev->rec,
                        ev->rec_len);
-    if (!rc)
-        rc = index_task(tx, id, ev->position, &now, NULL);
-    return rc ? rc : timeline_add(tx->txn, ev, id);
+    return rc ? rc : index_task(tx, id, ev->position, &now, NULL);
 }
 
 int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
@@ -436,7 +440,7 @@ int qs_tasks_apply(qs_tx *tx, const qs_event *ev)
     keys_of(r.t, &now);
     if ((rc = store(txn, &r)) ||
         (rc = index_task(tx, id, r.created, &now, existed ? &old : NULL)) ||
-        (rc = timeline_add(txn, ev, id)))
+        (existed && (rc = timeline_add(txn, ev, id))))
         goto out;
     if (existed && active(old.state) &&
         (rc = qs_agents_adjust_active(tx, old.agent, -1)))
@@ -568,14 +572,10 @@ typedef struct tl_ctx {
     int rc;
 } tl_ctx;
 
-static int take_event(void *arg, es_txn *txn, const uint8_t *suffix,
-                      size_t sl, const void *val, size_t vl)
+/* Appends the feed's event at `position`; 1, 0 when the feed lacks it,
+ * or a negated error. */
+static int take_position(tl_ctx *c, es_txn *txn, uint64_t position)
 {
-    tl_ctx *c = arg;
-    (void)suffix;
-    (void)sl;
-    if (vl != 8)
-        return 0;
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 16;
         Agentmesh__V1__Event **v = realloc(c->evs, cap * sizeof *v);
@@ -584,13 +584,21 @@ static int take_event(void *arg, es_txn *txn, const uint8_t *suffix,
         c->evs = v;
         c->cap = cap;
     }
-    int rc = qs_feed_get(txn, QS_AGENTS, qs_get_be64(val), &c->evs[c->n]);
+    int rc = qs_feed_get(txn, QS_AGENTS, position, &c->evs[c->n]);
     if (rc == ES_NOT_FOUND)
         return 0;
     if (rc)
         return -rc;
     c->n++;
     return 1;
+}
+
+static int take_event(void *arg, es_txn *txn, const uint8_t *suffix,
+                      size_t sl, const void *val, size_t vl)
+{
+    (void)suffix;
+    (void)sl;
+    return vl == 8 ? take_position(arg, txn, qs_get_be64(val)) : 0;
 }
 
 int qs_tasks_timeline(es_txn *txn, const char *task_id,
@@ -604,7 +612,18 @@ int qs_tasks_timeline(es_txn *txn, const char *task_id,
         return ES_NOT_FOUND;
     memcpy(prefix, task_id, idl);
     prefix[idl] = 0;
-    int rc = ES_OK;
+    /* First the event that created the record (see timeline_add). */
+    const void *v;
+    size_t vl;
+    int rc = es_kv_get(txn, NS, task_id, idl, &v, &vl);
+    if (rc == ES_OK && vl < 10) {
+        rc = ES_CORRUPT;
+    } else if (rc == ES_OK) {
+        int took = take_position(&c, txn, qs_get_be64(v));
+        rc = took < 0 ? -took : ES_OK;
+    } else if (rc == ES_NOT_FOUND) {
+        rc = ES_OK;
+    }
     size_t after_len = 0;
     uint8_t after[QS_KEY_CAP];
     while (!rc && more) {
