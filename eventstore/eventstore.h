@@ -150,7 +150,10 @@ typedef struct es_options {
      * namespace, and a put whose key sorts after every key of its namespace
      * is appended (MDB_APPEND: no search, pages filled rather than split in
      * half), which is what a log-ordered index or a bulk load writes.
-     * NULL-terminated, at most ES_KV_DBS_MAX names, copied by es_open. A
+     * NULL-terminated, at most ES_KV_DBS_MAX names, copied by es_open.
+     * The es_kv_* calls match a namespace by address before they match it
+     * by name: while the store is open, a listed pointer must keep naming
+     * the same string (static names, as the query service uses, do). A
      * store must be opened with the same list each time: keys written
      * under a namespace while it was not listed are not seen while it is,
      * and the other way round. NULL: every namespace shares one database. */
