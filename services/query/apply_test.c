@@ -363,6 +363,33 @@ static int layout_2(es_txn *txn, const es_append_result *ap, void *arg)
     return rc ? rc : es_checkpoint_put(txn, "agents", 5);
 }
 
+/* Writes an env of an earlier layout in dir (with `fn`, the namespaces'
+ * own databases when kv_dbs is set) and opens it as the service does: it
+ * is dropped, and the projection starts again from position 1. */
+static qs_db *reopen_layout(const char *dir, const char *const *kv_dbs,
+                            es_txn_fn fn)
+{
+    es_store *old = NULL;
+    es_options eo;
+    qs_db *db = NULL;
+    uint64_t pos[QS_NSOURCES];
+    CHECK(qs_db_remove_env(dir) == ES_OK);
+    es_options_init(&eo);
+    eo.flags |= ES_OPT_NOSYNC;
+    eo.kv_dbs = kv_dbs;
+    CHECK(es_open(dir, &eo, &old) == ES_OK);
+    CHECK(es_write(old, fn, NULL) == ES_OK);
+    es_close(old);
+    CHECK(qs_db_open(dir, false, &db) == ES_OK);
+    CHECK(qs_db_reset_reason(db) != NULL &&
+          strstr(qs_db_reset_reason(db), "layout"));
+    qs_db_positions_now(db, pos);
+    CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
+    qs_apply_result r = apply(db, (uint64_t[]){1, 2}, 2);
+    CHECK(r.applied == 2 && counts(db) == 2);
+    return db;
+}
+
 int main(void)
 {
     char dir[512];
@@ -414,21 +441,7 @@ int main(void)
     /* An env of the older layout (read models in the one shared database,
      * no layout marker) is not read as empty: it is dropped, and the
      * projection starts again from position 1. */
-    CHECK(qs_db_remove_env(dir) == ES_OK);
-    es_store *old = NULL;
-    es_options eo;
-    es_options_init(&eo);
-    eo.flags |= ES_OPT_NOSYNC;
-    CHECK(es_open(dir, &eo, &old) == ES_OK);
-    CHECK(es_write(old, old_layout, NULL) == ES_OK);
-    es_close(old);
-    CHECK(qs_db_open(dir, false, &db) == ES_OK);
-    CHECK(qs_db_reset_reason(db) != NULL &&
-          strstr(qs_db_reset_reason(db), "layout"));
-    qs_db_positions_now(db, pos);
-    CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
-    r = apply(db, (uint64_t[]){1, 2}, 2);
-    CHECK(r.applied == 2 && counts(db) == 2);
+    db = reopen_layout(dir, NULL, old_layout);
     qs_db_close(db);
     CHECK(qs_db_open(dir, false, &db) == ES_OK);
     CHECK(qs_db_reset_reason(db) == NULL && counts(db) == 2);
@@ -436,18 +449,7 @@ int main(void)
     /* Layout 2 (a task's creating event had a timeline row of its own) is
      * dropped the same way. */
     qs_db_close(db);
-    CHECK(qs_db_remove_env(dir) == ES_OK);
-    eo.kv_dbs = qs_namespaces;
-    CHECK(es_open(dir, &eo, &old) == ES_OK);
-    CHECK(es_write(old, layout_2, NULL) == ES_OK);
-    es_close(old);
-    CHECK(qs_db_open(dir, false, &db) == ES_OK);
-    CHECK(qs_db_reset_reason(db) != NULL &&
-          strstr(qs_db_reset_reason(db), "layout"));
-    qs_db_positions_now(db, pos);
-    CHECK(pos[QS_AGENTS] == 0 && counts(db) == 0);
-    r = apply(db, (uint64_t[]){1, 2}, 2);
-    CHECK(r.applied == 2 && counts(db) == 2);
+    db = reopen_layout(dir, qs_namespaces, layout_2);
 
     /* Open without sync, the env carries a marker with the boot id. A
      * process that dies leaves it with this boot's id: the env is kept (the
