@@ -3,6 +3,7 @@
  * request in one LMDB write transaction (each checked on its own: one
  * request's failure never fails another), commits once — one flush for the
  * whole group — and only then wakes each caller with its own result. */
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,9 +32,8 @@ typedef struct es__req {
     void *arg;
     es_append_result res;
     int status;
-    bool done;
     bool dropped;  /* writemap: failed in an aborted attempt, left out */
-    pthread_cond_t cv;
+    sem_t done;    /* posted by the writer once status and res are final */
 } es__req;
 
 /* The running state of one group commit. */
@@ -110,17 +110,24 @@ out:
     return rc;
 }
 
-/* Queue the request and sleep until the writer answered it. */
+/* Queue the request and sleep until the writer answered it. The caller
+ * sleeps on its own semaphore, not on s->mu: a group commit then wakes each
+ * of its callers once, and none of them queues behind the others (or the
+ * writer) for the store's lock on the way out. The writer is signalled only
+ * when it waits for work; a busy writer looks at the queue before it
+ * sleeps again. */
 static int submit(es_store *s, es__req *r)
 {
-    int rc;
-    pthread_cond_init(&r->cv, NULL);
+    bool wake;
+    if (sem_init(&r->done, 0, 0) != 0)
+        return ES_NOMEM;
     pthread_mutex_lock(&s->mu);
     while (!s->closing && s->queued >= s->opts.queue_max)
         pthread_cond_wait(&s->space_cv, &s->mu);
     if (s->closing) {
-        rc = ES_CLOSED;
-        goto out;
+        pthread_mutex_unlock(&s->mu);
+        sem_destroy(&r->done);
+        return ES_CLOSED;
     }
     if (s->tail)
         s->tail->next = r;
@@ -128,14 +135,14 @@ static int submit(es_store *s, es__req *r)
         s->head = r;
     s->tail = r;
     s->queued++;
-    pthread_cond_signal(&s->queue_cv);
-    while (!r->done)
-        pthread_cond_wait(&r->cv, &s->mu);
-    rc = r->status;
-out:
+    wake = s->writer_idle;
     pthread_mutex_unlock(&s->mu);
-    pthread_cond_destroy(&r->cv);
-    return rc;
+    if (wake)
+        pthread_cond_signal(&s->queue_cv);
+    while (sem_wait(&r->done) != 0)
+        ; /* EINTR */
+    sem_destroy(&r->done);
+    return r->status;
 }
 
 int es_append_with(es_store *s, const char *stream, int64_t expected,
@@ -535,8 +542,10 @@ void *es__writer_main(void *arg)
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += READER_CHECK_S;
-            if (pthread_cond_timedwait(&s->queue_cv, &s->mu, &ts) != 0 &&
-                !s->head) {
+            s->writer_idle = true;
+            int w = pthread_cond_timedwait(&s->queue_cv, &s->mu, &ts);
+            s->writer_idle = false;
+            if (w != 0 && !s->head) {
                 pthread_mutex_unlock(&s->mu);
                 reader_check(s);
                 pthread_mutex_lock(&s->mu);
@@ -570,8 +579,7 @@ void *es__writer_main(void *arg)
         pthread_mutex_lock(&s->mu);
         if (nreq > s->batch_max)
             s->batch_max = nreq;
-        for (es__req *r = list, *next; r; r = next) {
-            next = r->next;
+        for (es__req *r = list; r; r = r->next) {
             if (r->events && r->status == ES_OK) {
                 s->appends_ok++;
                 if (!r->res.idempotent)
@@ -579,9 +587,15 @@ void *es__writer_main(void *arg)
             } else if (r->events) {
                 s->appends_failed++;
             }
-            r->done = true;
-            pthread_cond_signal(&r->cv);
         }
+        pthread_mutex_unlock(&s->mu);
+        /* Outside the lock: a woken caller returns at once (and its request,
+         * on its stack, goes away), so read next before posting. */
+        for (es__req *r = list, *next; r; r = next) {
+            next = r->next;
+            sem_post(&r->done);
+        }
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

@@ -106,6 +106,7 @@ struct es_store {
     struct es__req *head, *tail;
     unsigned queued;
     bool closing;
+    bool writer_idle;            /* the writer waits on queue_cv */
     bool writer_started;
     pthread_t writer;
 
