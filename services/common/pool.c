@@ -81,16 +81,22 @@ out:
 int rpc__pool_try_submit(struct rpc__pool *p, void *item)
 {
     int rc = RPC_ERR_FULL;
+    bool wake = false;
     pthread_mutex_lock(&p->mu);
     /* An idle worker takes an item at once, so it does not count against the
      * queue depth: accept while waiting items < depth + idle workers. */
     if (!p->stopping && p->len < p->depth + p->idle && p->len < p->cap) {
         p->ring[(p->head + p->len) % p->cap] = item;
         p->len++;
-        pthread_cond_signal(&p->cv);
+        wake = p->idle > 0;
         rc = RPC_OK;
     }
     pthread_mutex_unlock(&p->mu);
+    /* After the unlock, so that the woken worker does not at once sleep
+     * again on the lock this thread still holds. Only when a worker waits:
+     * a busy one takes the item when it comes back for the next. */
+    if (wake)
+        pthread_cond_signal(&p->cv);
     return rc;
 }
 
