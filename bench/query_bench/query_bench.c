@@ -856,7 +856,9 @@ int main(int argc, char **argv)
         snprintf(arg[1], sizeof arg[1], "--port-file=%s/am.ports", base);
         char *am_argv[] = {(char *)am_bin, arg[0], arg[1], arg[2],
                            "--listen=127.0.0.1:0", "--admin=127.0.0.1:0", "--no-sync",
-                           "--queue-depth=4096", "--log-level=warn", NULL};
+                           "--queue-depth=4096", "--log-level=warn",
+                           /* no agent takes the tasks: room for every one */
+                           "--max-pending=100000000", NULL};
         snprintf(path, sizeof path, "%s/agent-manager.log", base);
         am = spawn(am_argv, path);
         snprintf(path, sizeof path, "%s/am.ports", base);
