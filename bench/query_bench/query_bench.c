@@ -16,9 +16,12 @@
  * event was on the bus, splitting that lag into the outbox's part and the
  * query service's part. After each rate it reads the servers' /metrics:
  * events published by the outbox, and how many the query service applied
- * from NATS and how many by catch-up (EventStore.ReadAll calls). Then it
+ * from NATS and how many by catch-up (EventStore.ReadAll calls), and the
+ * CPU each process used over the rate's load and drain (/proc), as cores
+ * busy and as CPU time per event. Then it
  * stops query, scans the logs with raw LMDB cursors, and runs
- * `query --rebuild` over them three times each way, alternating: through
+ * `query --rebuild` over them three times each way (--rebuild-rounds;
+ * 0 skips the rebuild), alternating: through
  * the sources' EventStore.ReadAll, and from the logs' files read in place
  * (--agents-log, --memory-log).
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
@@ -26,7 +29,7 @@
  *                    [--load agents|memory|mixed] [--batch N]
  *                    [--namespaces N] [--value-size B] [--poll-us U]
  *                    [--jetstream 0|1] [--split 0|1] [--lag-log FILE]
- *                    [--dir DIR]
+ *                    [--rebuild-rounds N] [--dir DIR]
  *                    [--agent-manager BIN] [--memory-sync BIN] [--query BIN]
  *                    [--nats-server BIN] */
 #include <errno.h>
@@ -76,6 +79,7 @@ static size_t batch = 20;
 static size_t namespaces = 4;
 static size_t value_size = 64;
 static size_t poll_us = 200;
+static size_t rebuild_rounds = 3;
 static const char *lag_log; /* --lag-log: every event's times, as CSV */
 static bool jetstream = true;
 static bool split = true; /* --split: the bench's own NATS subscriber */
@@ -122,6 +126,26 @@ static int free_port(void)
 }
 
 /* Starts argv[0] with stdout and stderr to log_path; returns its pid. */
+/* CPU time a process has used, in seconds (utime + stime from /proc); 0
+ * when it is gone. */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                     &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static pid_t spawn(char *const argv[], const char *log_path)
 {
     if (n_children == sizeof children / sizeof children[0])
@@ -756,7 +780,7 @@ static const char usage[] =
     "usage: query_bench [--seconds S] [--rates R1,R2 (events/s)] "
     "[--load agents|memory|mixed] [--batch N (1..400)] [--namespaces N "
     "(1..64)] [--value-size B (1..4096)] [--poll-us U (1..100000)] "
-    "[--jetstream 0|1 (memory-sync's outbox)] [--split 0|1 (the bench's "
+    "[--jetstream 0|1 (memory-sync's outbox)] [--rebuild-rounds N (0..10, default 3)] [--split 0|1 (the bench's "
     "own NATS subscriber, which splits the lag; 0: nats-server serves only "
     "query)] [--lag-log FILE (CSV: rate, "
     "source, position, acked, on NATS, visible)] [--dir DIR] [--agent-manager BIN] "
@@ -801,6 +825,8 @@ static void parse_args(int argc, char **argv)
             value_size = size_arg(v, 1, VALUE_MAX);
         else if (!strcmp(a, "--poll-us"))
             poll_us = size_arg(v, 1, 100000);
+        else if (!strcmp(a, "--rebuild-rounds"))
+            rebuild_rounds = size_arg(v, 0, 10);
         else if (!strcmp(a, "--split"))
             split = size_arg(v, 0, 1) == 1;
         else if (!strcmp(a, "--lag-log"))
@@ -1006,12 +1032,25 @@ int main(int argc, char **argv)
         uint64_t first[SRC_N];
         for (int s = 0; s < SRC_N; s++)
             first[s] = src[s].max_pos + 1;
+        /* CPU of every process over the load and its drain. */
+        const pid_t cpu_pid[] = {nats, am, ms, q, getpid()};
+        static const char *const cpu_name[] = {"nats-server", "agent-manager",
+                                               "memory-sync", "query", "bench"};
+        enum { CPU_N = sizeof cpu_pid / sizeof cpu_pid[0] };
+        double cpu0[CPU_N], t_load = now();
+        for (int i = 0; i < CPU_N; i++)
+            cpu0[i] = cpu_pid[i] ? proc_cpu_s(cpu_pid[i]) : 0;
         achieved a = run_load(&l, rate, seconds);
         double deadline = now() + 60;
         for (int s = 0; s < SRC_N; s++)
             while (src[s].on && atomic_load(&src[s].seen) < src[s].max_pos &&
                    now() < deadline)
                 usleep(1000);
+        double wall = now() - t_load, cpu_total = 0;
+        uint64_t n_events = 0;
+        for (int s = 0; s < SRC_N; s++)
+            if (src[s].on && src[s].max_pos >= first[s])
+                n_events += src[s].max_pos - first[s] + 1;
         char label[32];
         snprintf(label, sizeof label, "%.0f", rate);
         for (int s = 0; s < SRC_N; s++)
@@ -1028,6 +1067,17 @@ int main(int argc, char **argv)
                              src[s].max_pos);
             fclose(f);
         }
+        printf("        cpu (cores busy over %.1f s):", wall);
+        for (int i = 0; i < CPU_N; i++) {
+            if (!cpu_pid[i])
+                continue;
+            double used = proc_cpu_s(cpu_pid[i]) - cpu0[i];
+            cpu_total += used;
+            printf(" %s %.2f,", cpu_name[i], wall > 0 ? used / wall : 0);
+        }
+        printf(" all %.2f of %ld; %.0f us of CPU per event\n",
+               wall > 0 ? cpu_total / wall : 0, sysconf(_SC_NPROCESSORS_ONLN),
+               n_events ? cpu_total * 1e6 / (double)n_events : 0);
         for (int s = 0; s < SRC_N; s++) {
             if (!src[s].on)
                 continue;
@@ -1094,13 +1144,15 @@ int main(int argc, char **argv)
              "--memory-log='%s'",
              use_am ? am_dir : "", use_ms ? ms_dir : "");
     double raw_rate = raw_t > 0 ? (double)raw_events / raw_t : 0;
-    printf("\nrebuild of the %s (%llu events), raw LMDB cursor scan of the "
+    if (rebuild_rounds > 0)
+        printf("\nrebuild of the %s (%llu events), raw LMDB cursor scan of the "
            "same log%s: %.0f events/s (%.3f s)\n",
            logs, (unsigned long long)raw_events, use_am && use_ms ? "s" : "",
            raw_rate, raw_t);
-    printf("  round  query --rebuild from            events/s  wall s   "
-           "/ raw scan\n");
-    for (int round = 1; round <= 3; round++) {
+    if (rebuild_rounds > 0)
+        printf("  round  query --rebuild from            events/s  wall s   "
+               "/ raw scan\n");
+    for (int round = 1; round <= (int)rebuild_rounds; round++) {
         for (int mode = 0; mode < 2; mode++) {
             snprintf(cmd, sizeof cmd,
                      "'%s' --rebuild --data-dir='%s' %s 2>&1 | tail -1",
