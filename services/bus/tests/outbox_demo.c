@@ -128,8 +128,10 @@ int main(int argc, char **argv)
         es_close(st);
         return 1;
     }
-    es_stats s0;
+    es_stats s0, s1;
     es_stats_get(st, &s0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (uint64_t n = s0.last_position + 1; n <= s0.last_position + events; n++) {
         if (append_one(st, n, unknown_at) != 0)
             break;
@@ -149,9 +151,16 @@ int main(int argc, char **argv)
         usleep(20000);
     }
     bus_outbox_stop(ob, 0);
-    printf("{\"checkpoint\":%llu,\"last_position\":%llu,\"published\":%llu,\"dead_lettered\":%llu}\n",
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    es_stats_get(st, &s1);
+    /* commits: write transactions since the first append (the appends' and
+     * the checkpoint's); elapsed_ms: from the first append to the stop. */
+    printf("{\"checkpoint\":%llu,\"last_position\":%llu,\"published\":%llu,\"dead_lettered\":%llu,"
+           "\"commits\":%llu,\"elapsed_ms\":%lld}\n",
            (unsigned long long)bs.checkpoint, (unsigned long long)bs.last_position,
-           (unsigned long long)bs.published, (unsigned long long)bs.dead_lettered);
+           (unsigned long long)bs.published, (unsigned long long)bs.dead_lettered,
+           (unsigned long long)(s1.commits - s0.commits),
+           (long long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
     es_close(st);
     nats_Close(); /* the library's global threads and memory */
     return bs.checkpoint >= bs.last_position ? 0 : 3;

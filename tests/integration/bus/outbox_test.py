@@ -196,9 +196,29 @@ def test_core_nats():
     print("core NATS: 100 CloudEvents in order without JetStream")
 
 
+def test_checkpoint_throttled():
+    """Single-event appends 2 ms apart, each published and acknowledged
+    before the next: the checkpoint is still written at most once per 20 ms
+    (CHECKPOINT_MS) of the run, not once per event."""
+    with NatsServer() as nats:
+        data = tempfile.mkdtemp()
+        events = 300
+        demo = Demo(data, nats.url, "--events", str(events), "--pace-us", "2000", "--wait", "60")
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        assert stats["checkpoint"] == events and stats["published"] == events, stats
+        checkpoint_writes = stats["commits"] - events  # one commit per append
+        # Writes are >= 20 ms apart on a millisecond clock (so > 19 ms in
+        # truth), plus the first one and the one at the stop.
+        bound = stats["elapsed_ms"] // 19 + 3
+        assert 1 <= checkpoint_writes <= bound, (checkpoint_writes, bound, stats)
+    print("checkpoint: %d writes for %d events over %d ms (bound %d)"
+          % (checkpoint_writes, events, stats["elapsed_ms"], bound))
+
+
 if __name__ == "__main__":
     tests = [test_live_cloudevents, test_dead_letter, test_nats_outage, test_relay_killed, test_nats_never_up,
-             test_core_nats]
+             test_core_nats, test_checkpoint_throttled]
     failed = 0
     for t in tests:
         try:
