@@ -162,8 +162,9 @@ static void *monitor_main(void *arg)
         if (s->stopping)
             break;
         check_silence(s);
-        bool due = s->opts.snapshot_every &&
-                   s->st.applied - s->snap_applied >= s->opts.snapshot_every;
+        bool due = am_snapshot_due(s->opts.snapshot_every,
+                                   s->st.applied - s->snap_applied,
+                                   s->snap_entities);
         pthread_mutex_unlock(&s->mu);
         if (due) {
             int rc = am_service_snapshot(s);

@@ -82,6 +82,7 @@ struct am_service {
     am_op *ops;               /* in flight */
     bool broken;              /* state and log diverged: refuse commands */
     uint64_t snap_applied;    /* st.applied at the last snapshot */
+    uint64_t snap_entities;   /* agents and tasks the last snapshot held */
     pthread_t monitor;
     bool monitor_started;
     bool stopping;

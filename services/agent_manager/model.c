@@ -180,3 +180,8 @@ long am_pick_agent(const am_candidate *c, size_t n)
     }
     return best;
 }
+
+bool am_snapshot_due(uint64_t every, uint64_t since, uint64_t last_entities)
+{
+    return every > 0 && since >= every && since >= last_entities;
+}

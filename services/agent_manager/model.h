@@ -100,4 +100,15 @@ typedef struct am_candidate {
  * index, or -1 when none is eligible. */
 long am_pick_agent(const am_candidate *c, size_t n);
 
+/* Whether a periodic snapshot is due: `since` events applied since the last
+ * one, which held `last_entities` agents and tasks (0 when there is none),
+ * `every` the configured interval (0: never). Due after `every` events, but
+ * never before as many events as the last snapshot held entities: a
+ * snapshot encodes the whole state under the service lock, so its cost per
+ * event stays bounded and, as the state grows, snapshots (and their stalls)
+ * come at doubling intervals instead of every `every` events; a restart
+ * then replays after the snapshot at most about as many events as it
+ * holds entities (or `every`). */
+bool am_snapshot_due(uint64_t every, uint64_t since, uint64_t last_entities);
+
 #endif

@@ -1,6 +1,6 @@
 /* Unit test of the agent manager's pure rules: every (from, to) pair of the
- * task state machine, every command in every state, the input syntax and
- * the least-loaded assignment choice. */
+ * task state machine, every command in every state, the input syntax, the
+ * least-loaded assignment choice and when a periodic snapshot is due. */
 #include <stdio.h>
 #include <string.h>
 
@@ -168,6 +168,30 @@ static void test_pick(void)
     CHECK(am_pick_agent(tie, 2) == 0);    /* earlier registration */
 }
 
+static void test_snapshot_due(void)
+{
+    CHECK(!am_snapshot_due(0, 1000000, 0));    /* 0: only at shutdown */
+    CHECK(!am_snapshot_due(1000, 999, 0));
+    CHECK(am_snapshot_due(1000, 1000, 0));     /* none yet, or a small one */
+    CHECK(am_snapshot_due(1000, 1000, 1000));
+    CHECK(!am_snapshot_due(1000, 1000, 1001)); /* a large one: its size */
+    CHECK(!am_snapshot_due(1000, 99999, 100000));
+    CHECK(am_snapshot_due(1000, 100000, 100000));
+    CHECK(am_snapshot_due(1, 1, 0));
+    /* One new task per event from an empty state, every = 1000: the
+     * snapshots come at 1000, 2000, 4000, ... events, doubling. */
+    uint64_t last = 0, at = 0, taken[8], n = 0;
+    for (uint64_t applied = 1; applied <= 64000 && n < 8; applied++)
+        if (am_snapshot_due(1000, applied - at, last)) {
+            taken[n++] = applied;
+            at = applied;
+            last = applied; /* entities = tasks = events so far */
+        }
+    CHECK(n == 7);
+    for (uint64_t i = 0; i < n; i++)
+        CHECK(taken[i] == 1000u << i);
+}
+
 int main(void)
 {
     test_pairs();
@@ -175,6 +199,7 @@ int main(void)
     test_classes();
     test_syntax();
     test_pick();
+    test_snapshot_due();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;

@@ -73,7 +73,10 @@ int am_service_create(const am_options *opts, am_service **out)
         goto out;
     }
     int64_t t0 = am_mono_ms();
-    if ((rc = am_snapshot_load(s, &after)) || (rc = replay(s, after)))
+    if ((rc = am_snapshot_load(s, &after)))
+        goto out;
+    s->snap_entities = (uint64_t)s->st.n_agents + s->st.n_tasks;
+    if ((rc = replay(s, after)))
         goto out;
     int64_t now = am_mono_ms();
     for (size_t i = 0; i < s->st.n_agents; i++)

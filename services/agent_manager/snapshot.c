@@ -232,6 +232,7 @@ int am_service_snapshot(am_service *s)
     size_t len = 0;
     pthread_mutex_lock(&s->mu);
     uint64_t applied = s->st.applied;
+    uint64_t entities = (uint64_t)s->st.n_agents + s->st.n_tasks;
     /* A state that missed a committed event must never be saved: the next
      * start rebuilds from the log instead. */
     int rc = s->broken ? ES_CORRUPT : am_snapshot_encode(s, &buf, &len);
@@ -244,6 +245,7 @@ int am_service_snapshot(am_service *s)
     if (rc == ES_OK) {
         pthread_mutex_lock(&s->mu);
         s->snap_applied = applied;
+        s->snap_entities = entities;
         pthread_mutex_unlock(&s->mu);
     }
     return rc;
