@@ -8,20 +8,12 @@
 #include <time.h>
 
 #include "services/agent_manager/internal.h"
+#include "services/common/test_util.h"
 
 #define THREADS 4
 #define PER_THREAD 5000 /* enough ids to refill each thread's block often */
 
-static int failures;
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);                \
-        }                                                                      \
-    } while (0)
 
 typedef struct {
     char uuid[PER_THREAD][AM_UUID_LEN + 1];
@@ -107,8 +99,8 @@ int main(void)
         CHECK(strcmp(tr[i - 1], tr[i]) != 0);
     free(u);
     free(tr);
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "%d failures\n", test_failures);
         return 1;
     }
     printf("ids_test: %zu UUIDs and traceparents from %d threads, all distinct\n", n, THREADS);

@@ -8,17 +8,9 @@
 #include <string.h>
 
 #include "services/agent_manager/agent_manager.h"
+#include "services/common/test_util.h"
 
-static int failures;
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
 
 #define MAX_TASKS 4096
 
@@ -81,7 +73,7 @@ int main(void)
     o.store = store;
     o.snapshot_every = 0;
     CHECK(am_service_create(&o, &svc) == ES_OK);
-    if (failures)
+    if (test_failures)
         return 1;
     while (n_acked < MAX_TASKS) {
         char *id = NULL;
@@ -120,8 +112,8 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "%d failures\n", test_failures);
         return 1;
     }
     printf("mapfull_test: %zu tasks acknowledged before the map filled\n",

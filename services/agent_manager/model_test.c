@@ -5,17 +5,9 @@
 #include <string.h>
 
 #include "services/agent_manager/model.h"
+#include "services/common/test_util.h"
 
-static int failures;
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
 
 #define U AM_TASK_UNSPECIFIED
 #define P AM_TASK_PENDING
@@ -59,7 +51,7 @@ static void test_pairs(void)
                 fprintf(stderr, "pair %s -> %s: got %d\n",
                         am_task_state_name((am_task_state)from),
                         am_task_state_name((am_task_state)to), got);
-                failures++;
+                test_failures++;
             }
             allowed += got;
         }
@@ -80,7 +72,7 @@ static void test_commands(void)
                         am_task_cmd_name((am_task_cmd)c),
                         am_task_state_name((am_task_state)from), ok,
                         am_task_state_name(to));
-                failures++;
+                test_failures++;
             }
             /* Whatever a command allows is a pair of the table. */
             if (ok)
@@ -200,8 +192,8 @@ int main(void)
     test_syntax();
     test_pick();
     test_snapshot_due();
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "%d failures\n", test_failures);
         return 1;
     }
     printf("model_test: all checks passed\n");

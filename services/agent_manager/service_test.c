@@ -13,13 +13,13 @@
 #include <string.h>
 
 #include "services/agent_manager/agent_manager.h"
+#include "services/common/test_util.h"
 
 #define THREADS 8
 #define PER_THREAD 40
 #define AGENTS 3
 #define CONC 2
 
-static int failures;
 static es_store *store;
 static am_service *svc;
 static char agent_ids[AGENTS][64];
@@ -27,14 +27,6 @@ static pthread_mutex_t ids_mu = PTHREAD_MUTEX_INITIALIZER;
 static char *task_ids[THREADS * PER_THREAD + 64];
 static size_t n_task_ids;
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);                \
-        }                                                                      \
-    } while (0)
 
 static const am_ctx ctx = {"test", "corr", "cause", NULL};
 
@@ -213,7 +205,7 @@ int main(void)
     o.store = store;
     o.snapshot_every = 50;
     CHECK(am_service_create(&o, &svc) == ES_OK);
-    if (failures)
+    if (test_failures)
         return 1;
     register_agents();
     pthread_create(&snap, NULL, snapshotter, NULL);
@@ -251,8 +243,8 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "%d failures\n", test_failures);
         return 1;
     }
     printf("service_test: %zu tasks, all checks passed\n", n_task_ids);

@@ -1,5 +1,6 @@
-/* A minimal assertion helper for the runtime's C unit tests: CHECK prints
- * the failed expression with its line and makes the test exit non-zero. */
+/* A minimal assertion helper for the C unit tests: CHECK prints the failed
+ * expression with its line and makes the test exit non-zero. It may be used
+ * from several threads at once (the count is atomic). */
 #ifndef AGENTMESH_SERVICES_COMMON_TEST_UTIL_H
 #define AGENTMESH_SERVICES_COMMON_TEST_UTIL_H
 
@@ -13,7 +14,7 @@ static int test_failures;
         if (!(cond)) {                                                         \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
                     #cond);                                                    \
-            test_failures++;                                                   \
+            __atomic_add_fetch(&test_failures, 1, __ATOMIC_RELAXED);           \
         }                                                                      \
     } while (0)
 
