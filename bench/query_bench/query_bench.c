@@ -24,6 +24,8 @@
  * 0 skips the rebuild), alternating: through
  * the sources' EventStore.ReadAll, and from the logs' files read in place
  * (--agents-log, --memory-log).
+ * nats-server runs as `agentmesh up` runs it: JetStream on, GOGC=400 unless
+ * the environment sets GOGC (GOGC=100 gives Go's default, for comparison).
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
  * Usage: query_bench [--seconds S] [--rates R1,R2,...] (events/s)
  *                    [--load agents|memory|mixed] [--batch N]
@@ -87,6 +89,7 @@ static const char *am_bin = "services/agent_manager/agent-manager";
 static const char *ms_bin = "services/memory_sync/memory-sync";
 static const char *query_bin = "services/query/query";
 static const char *nats_bin = "/usr/sbin/nats-server";
+static char nats_gogc[32];
 
 /* Children, stopped by die() so a failed run leaves no server behind. */
 static pid_t children[8];
@@ -871,7 +874,15 @@ int main(int argc, char **argv)
     char *nats_argv[] = {(char *)nats_bin, "-a", "127.0.0.1", "-p", port,
                          "-js", "-sd", js_dir, NULL};
     snprintf(path, sizeof path, "%s/nats.log", base);
+    /* As `agentmesh up` starts it: GOGC=400 unless the environment sets
+     * GOGC (OPERATIONS.md, "nats-server"). */
+    bool gogc_set = getenv("GOGC") != NULL;
+    if (!gogc_set)
+        setenv("GOGC", "400", 1);
+    snprintf(nats_gogc, sizeof nats_gogc, "%s", getenv("GOGC"));
     pid_t nats = spawn(nats_argv, path);
+    if (!gogc_set)
+        unsetenv("GOGC");
     usleep(300000);
     snprintf(arg[2], sizeof arg[2], "--nats-url=%s", url);
     snprintf(arg[9], sizeof arg[9], "--jetstream=%s", jetstream ? "true" : "false");
@@ -1017,6 +1028,9 @@ int main(int argc, char **argv)
     if (use_ms)
         printf("; batch %zu, %zu namespaces, values of %zu B", batch,
                namespaces, value_size);
+    printf("; nats-server JetStream%s, GOGC=%s",
+           use_ms && !jetstream ? " (memory-sync's outbox: core NATS)" : "",
+           nats_gogc);
     printf("\nlag = command acknowledged -> query checkpoint covers the event's "
            "position (polled every %d us); ev/s, cmd/s = achieved (replies)\n\n",
            (int)poll_us);
