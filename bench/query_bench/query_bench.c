@@ -11,10 +11,12 @@
  * its position) to the moment the query env's checkpoint of its source
  * (`agents`, `memory`) covers that position, read from the env, read-only,
  * every 200 us (--poll-us: each read is late by up to that, and polling
- * faster takes CPU the mesh needs at 10,000 events/s on two cores); the
- * bench's own NATS subscriber tells when each
- * event was on the bus, splitting that lag into the outbox's part and the
- * query service's part. After each rate it reads the servers' /metrics:
+ * faster takes CPU the mesh needs at 10,000 events/s on two cores). With
+ * --split 1 the bench's own NATS subscriber tells when each event was on
+ * the bus, splitting that lag into the outbox's part and the query
+ * service's part; it is off by default, because a second subscriber costs
+ * nats-server a delivery per event and the bench about 0.07 of a core at
+ * 10,000 events/s, which the lag it measures then shows. After each rate it reads the servers' /metrics:
  * events published by the outbox, and how many the query service applied
  * from NATS and how many by catch-up (EventStore.ReadAll calls), and the
  * CPU each process used over the rate's load and drain (/proc), as cores
@@ -24,8 +26,9 @@
  * 0 skips the rebuild), alternating: through
  * the sources' EventStore.ReadAll, and from the logs' files read in place
  * (--agents-log, --memory-log).
- * nats-server runs as `agentmesh up` runs it: JetStream on, GOGC=400 unless
- * the environment sets GOGC (GOGC=100 gives Go's default, for comparison).
+ * nats-server runs as `agentmesh up` runs it: JetStream on, GOGC=400 and
+ * GOMAXPROCS half the CPUs unless the environment sets them (GOGC=100 and
+ * GOMAXPROCS=<CPUs> give Go's defaults, for comparison).
  * Run: bazel run //bench/query_bench -- [options] (from the runfiles root).
  * Usage: query_bench [--seconds S] [--rates R1,R2,...] (events/s)
  *                    [--load agents|memory|mixed] [--batch N]
@@ -39,6 +42,7 @@
 #include <lmdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -84,12 +88,12 @@ static size_t poll_us = 200;
 static size_t rebuild_rounds = 3;
 static const char *lag_log; /* --lag-log: every event's times, as CSV */
 static bool jetstream = true;
-static bool split = true; /* --split: the bench's own NATS subscriber */
+static bool split = false; /* --split: the bench's own NATS subscriber */
 static const char *am_bin = "services/agent_manager/agent-manager";
 static const char *ms_bin = "services/memory_sync/memory-sync";
 static const char *query_bin = "services/query/query";
 static const char *nats_bin = "/usr/sbin/nats-server";
-static char nats_gogc[32];
+static char nats_gogc[32], nats_procs[32];
 
 /* Children, stopped by die() so a failed run leaves no server behind. */
 static pid_t children[8];
@@ -784,7 +788,7 @@ static const char usage[] =
     "[--load agents|memory|mixed] [--batch N (1..400)] [--namespaces N "
     "(1..64)] [--value-size B (1..4096)] [--poll-us U (1..100000)] "
     "[--jetstream 0|1 (memory-sync's outbox)] [--rebuild-rounds N (0..10, default 3)] [--split 0|1 (the bench's "
-    "own NATS subscriber, which splits the lag; 0: nats-server serves only "
+    "own NATS subscriber, which splits the lag; default 0: nats-server serves only "
     "query)] [--lag-log FILE (CSV: rate, "
     "source, position, acked, on NATS, visible)] [--dir DIR] [--agent-manager BIN] "
     "[--memory-sync BIN] [--query BIN] [--nats-server BIN]";
@@ -874,15 +878,29 @@ int main(int argc, char **argv)
     char *nats_argv[] = {(char *)nats_bin, "-a", "127.0.0.1", "-p", port,
                          "-js", "-sd", js_dir, NULL};
     snprintf(path, sizeof path, "%s/nats.log", base);
-    /* As `agentmesh up` starts it: GOGC=400 unless the environment sets
-     * GOGC (OPERATIONS.md, "nats-server"). */
+    /* As `agentmesh up` starts it: GOGC=400 and GOMAXPROCS half the CPUs
+     * (at least 1) unless the environment sets them (OPERATIONS.md,
+     * "nats-server"). */
     bool gogc_set = getenv("GOGC") != NULL;
+    bool procs_set = getenv("GOMAXPROCS") != NULL;
     if (!gogc_set)
         setenv("GOGC", "400", 1);
+    if (!procs_set) {
+        cpu_set_t cpus;
+        long n = sched_getaffinity(0, sizeof cpus, &cpus) == 0
+                     ? CPU_COUNT(&cpus)
+                     : sysconf(_SC_NPROCESSORS_ONLN);
+        char v[24];
+        snprintf(v, sizeof v, "%ld", n / 2 < 1 ? 1 : n / 2);
+        setenv("GOMAXPROCS", v, 1);
+    }
     snprintf(nats_gogc, sizeof nats_gogc, "%s", getenv("GOGC"));
+    snprintf(nats_procs, sizeof nats_procs, "%s", getenv("GOMAXPROCS"));
     pid_t nats = spawn(nats_argv, path);
     if (!gogc_set)
         unsetenv("GOGC");
+    if (!procs_set)
+        unsetenv("GOMAXPROCS");
     usleep(300000);
     snprintf(arg[2], sizeof arg[2], "--nats-url=%s", url);
     snprintf(arg[9], sizeof arg[9], "--jetstream=%s", jetstream ? "true" : "false");
@@ -1028,9 +1046,9 @@ int main(int argc, char **argv)
     if (use_ms)
         printf("; batch %zu, %zu namespaces, values of %zu B", batch,
                namespaces, value_size);
-    printf("; nats-server JetStream%s, GOGC=%s",
+    printf("; nats-server JetStream%s, GOGC=%s, GOMAXPROCS=%s",
            use_ms && !jetstream ? " (memory-sync's outbox: core NATS)" : "",
-           nats_gogc);
+           nats_gogc, nats_procs);
     printf("\nlag = command acknowledged -> query checkpoint covers the event's "
            "position (polled every %d us); ev/s, cmd/s = achieved (replies)\n\n",
            (int)poll_us);

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -29,6 +30,19 @@ extern char **environ;
  * mesh were a visible share of the projection lag's tail. GOGC in the
  * environment wins. */
 #define NATS_GOGC "400"
+
+/* nats-server's GOMAXPROCS: half the CPUs this process may run on, at least one (OPERATIONS.md,
+ * "nats-server"). It shares the host with the mesh's processes; with a
+ * processor per CPU, Go's scheduler wakes idle threads onto every CPU to run
+ * ready goroutines, and on two CPUs that cost the projection lag's tail more
+ * than the parallelism gave. GOMAXPROCS in the environment wins. */
+static long nats_gomaxprocs(void)
+{
+    cpu_set_t set;
+    long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    n /= 2;
+    return n < 1 ? 1 : n;
+}
 
 struct component {
     const char *name;
@@ -216,11 +230,14 @@ int main(int argc, char **argv)
         return 1;
     }
     char *nats_argv[] = {(char *)nats, "-js", "-sd", jsdir, "-a", "127.0.0.1", "-p", (char *)nats_port, NULL};
-    /* nats-server's environment: ours, plus GOGC unless it is set. */
+    /* nats-server's environment: ours, plus GOGC and GOMAXPROCS unless
+     * they are set. */
+    char maxprocs[48];
+    snprintf(maxprocs, sizeof(maxprocs), "GOMAXPROCS=%ld", nats_gomaxprocs());
     size_t nenv = 0;
     while (environ[nenv] != NULL)
         nenv++;
-    char **nats_env = calloc(nenv + 2, sizeof(*nats_env));
+    char **nats_env = calloc(nenv + 3, sizeof(*nats_env));
     if (nats_env == NULL) {
         fprintf(stderr, "agentmesh: out of memory\n");
         return 1;
@@ -228,6 +245,8 @@ int main(int argc, char **argv)
     memcpy(nats_env, environ, nenv * sizeof(*nats_env));
     if (getenv("GOGC") == NULL)
         nats_env[nenv++] = "GOGC=" NATS_GOGC;
+    if (getenv("GOMAXPROCS") == NULL)
+        nats_env[nenv++] = maxprocs;
     int spawned = spawn(nats, nats_argv, nats_env, &kids[nkids].pid);
     free(nats_env);
     if (spawned != 0) {
@@ -240,9 +259,14 @@ int main(int argc, char **argv)
         goto out;
     }
     {
-        const char *gogc = getenv("GOGC");
-        char where[4200];
-        snprintf(where, sizeof(where), "%s, GOGC=%s", jsdir, gogc != NULL ? gogc : NATS_GOGC);
+        const char *gogc = getenv("GOGC"), *procs = getenv("GOMAXPROCS");
+        char where[4300];
+        if (procs != NULL)
+            snprintf(where, sizeof(where), "%s, GOGC=%s, GOMAXPROCS=%s", jsdir,
+                     gogc != NULL ? gogc : NATS_GOGC, procs);
+        else
+            snprintf(where, sizeof(where), "%s, GOGC=%s, %s", jsdir, gogc != NULL ? gogc : NATS_GOGC,
+                     maxprocs);
         logf_("info", "nats-server (JetStream) listening on 127.0.0.1:%s, store %s", nats_port, where);
     }
     /* Every service reads the bus address from its environment. */
