@@ -5,6 +5,14 @@
  * the store once a prefix is acknowledged. JetStream de-duplicates
  * re-publications by Nats-Msg-Id (the event id), so a crash between publish
  * and checkpoint only re-sends.
+ *
+ * JetStream's acknowledgements come back on a synchronous subscription to
+ * the relay's own inbox (`<inbox>.<position>` is each publish's reply
+ * subject) and the relay collects them itself, between publishes. They are
+ * not on the path of an event to its subscribers, only on the way to the
+ * checkpoint; nats.c's asynchronous publish would hand each one to a
+ * delivery thread and its collector thread, two more threads woken per
+ * handful of acknowledgements.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -14,11 +22,18 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <nats/nats.h>
 
 #include "services/bus/bus.h"
 
 enum entry_state { PENDING = 0, INFLIGHT, ACKED, FAILED, DEAD };
+
+/* Messages (published ones and replies) held back from natsMsg_Destroy:
+ * nats.c hands each destroyed message to its collector thread, waking it if
+ * it sleeps, and that thread then preempted the relay thousands of times a
+ * second. Destroyed HOLD_MAX at a time, it is one wake per HOLD_MAX. */
+#define HOLD_MAX 128
 
 typedef struct entry {
     es_event *ev;          /* owned copy */
@@ -27,6 +42,7 @@ typedef struct entry {
     char subject[256];
     char id[37];
     int state;
+    int64_t sent_ms;       /* when it was last published (CLOCK_MONOTONIC) */
     natsStatus err;        /* last failure */
     jsErrCode code;        /* JetStream API error of the last failure, 0 if none */
     unsigned attempts;     /* server refusals so far */
@@ -57,6 +73,10 @@ struct bus_outbox {
 
     natsConnection *nc;
     jsCtx *js;
+    natsSubscription *acks;  /* JetStream's replies, read by the relay */
+    char inbox[128];         /* the acks' subject prefix, "<inbox>." */
+    natsMsg *held[HOLD_MAX]; /* the relay's, destroyed HOLD_MAX at a time */
+    size_t n_held;
     bool stream_ready;
     es_sub *sub;
 
@@ -68,8 +88,6 @@ struct bus_outbox {
     _Atomic uint64_t published, dead_lettered, failures;
     _Atomic bool connected;
     bool closed;             /* the connection's last callback ran (under mu) */
-    bool async_used;         /* an asynchronous publish was made: nats.c
-                                creates its pending table only then */
 
     metrics_family *m_published, *m_dead, *m_failures, *m_backlog;
     int64_t backlog_ms; /* when the backlog gauge was last set */
@@ -194,34 +212,114 @@ static void close_nats(bus_outbox *ob)
     pthread_mutex_unlock(&ob->mu);
 }
 
-/* Runs on a NATS thread for each asynchronous publish: records the outcome
- * in the ring entry named by the message's position header. */
-static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+/* Records one JetStream reply in the ring entry its subject names
+ * (`<inbox>.<position>`): a PubAck `{"stream":...,"seq":...}` acknowledges
+ * it, `{"error":{"code":...,"err_code":...}}` is the server's refusal.
+ * Replies to entries no longer in flight (a late reply to an attempt that
+ * timed out, whose retry is out) change nothing; a late success is still
+ * taken, since the server has stored the event. Called with ob->mu held. */
+static void ack_one(bus_outbox *ob, natsMsg *msg)
 {
-    (void)js;
-    (void)pa;
-    bus_outbox *ob = closure;
-    const char *pos = NULL;
-    if (natsMsgHeader_Get(msg, "agentmesh-position", &pos) == NATS_OK && pos != NULL) {
-        uint64_t p = strtoull(pos, NULL, 10);
-        pthread_mutex_lock(&ob->mu);
-        if (ob->count > 0 && p >= at(ob, 0)->ev->position) {
-            size_t i = (size_t)(p - at(ob, 0)->ev->position);
-            entry *e = i < ob->count ? at(ob, i) : NULL;
-            if (e != NULL && e->state == INFLIGHT) {
-                if (pae == NULL) {
-                    e->state = ACKED;
-                } else {
-                    e->state = FAILED;
-                    e->err = pae->Err;
-                    e->code = pae->ErrCode;
-                }
-            }
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t plen = strlen(ob->inbox);
+    if (subj == NULL || strncmp(subj, ob->inbox, plen) != 0 || ob->count == 0)
+        return;
+    char *end = NULL;
+    unsigned long long p = strtoull(subj + plen, &end, 10);
+    uint64_t first = at(ob, 0)->ev->position;
+    if (end == subj + plen || *end != '\0' || p < first || p - first >= ob->count)
+        return;
+    entry *e = at(ob, (size_t)(p - first));
+    if (e->state != INFLIGHT && e->state != FAILED)
+        return;
+    json_error_t jerr;
+    json_t *r = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, &jerr);
+    json_t *err = json_object_get(r, "error");
+    if (json_is_object(err)) {
+        if (e->state == INFLIGHT) {
+            e->state = FAILED;
+            e->err = NATS_ERR;
+            e->code = (jsErrCode)json_integer_value(json_object_get(err, "err_code"));
+            if (e->code == 0)
+                e->code = (jsErrCode)json_integer_value(json_object_get(err, "code"));
         }
-        pthread_cond_broadcast(&ob->wake);
-        pthread_mutex_unlock(&ob->mu);
+    } else if (json_is_string(json_object_get(r, "stream")) && json_is_integer(json_object_get(r, "seq"))) {
+        e->state = ACKED;
+    } else if (e->state == INFLIGHT) {
+        /* Not a JetStream reply: whatever stored it is unknown. Retry. */
+        e->state = FAILED;
+        e->err = NATS_ERR;
+        e->code = 0;
     }
-    natsMsg_Destroy(msg);
+    json_decref(r);
+}
+
+static void release_held(bus_outbox *ob)
+{
+    for (size_t i = 0; i < ob->n_held; i++)
+        natsMsg_Destroy(ob->held[i]);
+    ob->n_held = 0;
+}
+
+static void hold(bus_outbox *ob, natsMsg *m)
+{
+    if (ob->n_held == HOLD_MAX)
+        release_held(ob);
+    ob->held[ob->n_held++] = m;
+}
+
+/* Collects the JetStream replies that have arrived, waiting up to wait_ms
+ * for the first, and fails the publishes that have waited longer than the
+ * ack wait. Only the relay calls it. */
+#define ACK_BATCH 64
+static void drain_acks(bus_outbox *ob, int64_t wait_ms)
+{
+    if (ob->acks == NULL)
+        return;
+    natsMsg *got[ACK_BATCH];
+    bool no_responders = false;
+    for (;;) {
+        size_t n = 0;
+        natsStatus s = NATS_OK;
+        while (n < ACK_BATCH) {
+            natsMsg *m = NULL;
+            s = natsSubscription_NextMsg(&m, ob->acks, n == 0 ? wait_ms : 0);
+            if (s != NATS_OK) {
+                /* nats.c swallows the server's "no responders" reply and
+                 * says so instead: no stream listens on the subject, so
+                 * none of the publishes in flight will be acknowledged. */
+                no_responders |= s == NATS_NO_RESPONDERS;
+                break;
+            }
+            got[n++] = m;
+        }
+        wait_ms = 0;
+        pthread_mutex_lock(&ob->mu);
+        for (size_t i = 0; i < n; i++)
+            ack_one(ob, got[i]);
+        pthread_mutex_unlock(&ob->mu);
+        for (size_t i = 0; i < n; i++)
+            hold(ob, got[i]);
+        if (n < ACK_BATCH && s != NATS_NO_RESPONDERS)
+            break;
+    }
+    int64_t now = now_ms();
+    pthread_mutex_lock(&ob->mu);
+    for (size_t i = 0; i < ob->count; i++) {
+        entry *e = at(ob, i);
+        if (e->state != INFLIGHT)
+            continue;
+        if (no_responders) {
+            e->state = FAILED;
+            e->err = NATS_NO_RESPONDERS;
+            e->code = JSStreamNotFoundErr;
+        } else if (now - e->sent_ms >= ob->ack_wait_ms) {
+            e->state = FAILED;
+            e->err = NATS_TIMEOUT;
+            e->code = 0;
+        }
+    }
+    pthread_mutex_unlock(&ob->mu);
 }
 
 static int connect_nats(bus_outbox *ob)
@@ -261,10 +359,24 @@ static int connect_nats(bus_outbox *ob)
         jsOptions jo;
         jsOptions_Init(&jo);
         jo.Wait = ob->ack_wait_ms;
-        jo.PublishAsync.AckHandler = on_ack;
-        jo.PublishAsync.AckHandlerClosure = ob;
-        jo.PublishAsync.MaxPending = ob->cap;
         s = natsConnection_JetStream(&ob->js, ob->nc, &jo);
+    }
+    if (s == NATS_OK && ob->jetstream) {
+        natsInbox *inbox = NULL;
+        char subj[sizeof(ob->inbox) + 1];
+        s = natsInbox_Create(&inbox);
+        if (s == NATS_OK && strlen(inbox) + 2 >= sizeof(ob->inbox))
+            s = NATS_ERR;
+        if (s == NATS_OK) {
+            snprintf(ob->inbox, sizeof(ob->inbox), "%s.", inbox);
+            snprintf(subj, sizeof(subj), "%s*", ob->inbox);
+            /* Subscribed while connecting in the background, the interest is
+             * sent once connected (and again after every reconnect). */
+            s = natsConnection_SubscribeSync(&ob->acks, ob->nc, subj);
+        }
+        if (s == NATS_OK)
+            s = natsSubscription_SetPendingLimits(ob->acks, (int)(ob->cap * 4), 64 * 1024 * 1024);
+        natsInbox_Destroy(inbox);
     }
     natsOptions_Destroy(opts);
     if (s != NATS_OK) {
@@ -360,14 +472,18 @@ static int ring_fill(bus_outbox *ob, int wait_ms)
     return BUS_OK;
 }
 
-static natsStatus make_msg(const entry *e, natsMsg **out)
+static natsStatus make_msg(const bus_outbox *ob, const entry *e, natsMsg **out)
 {
     natsMsg *m = NULL;
-    char pos[24];
-    natsStatus s = natsMsg_Create(&m, e->subject, NULL, e->json, (int)e->json_len);
+    char pos[24], reply[sizeof(ob->inbox) + 24];
     snprintf(pos, sizeof(pos), "%llu", (unsigned long long)e->ev->position);
+    if (ob->jetstream)
+        snprintf(reply, sizeof(reply), "%s%s", ob->inbox, pos);
+    natsStatus s = natsMsg_Create(&m, e->subject, ob->jetstream ? reply : NULL, e->json, (int)e->json_len);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, "Nats-Msg-Id", e->id);
+    if (s == NATS_OK && ob->jetstream) /* refused unless it lands in our stream */
+        s = natsMsgHeader_Set(m, "Nats-Expected-Stream", ob->stream_name);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, "content-type", "application/cloudevents+json");
     if (s == NATS_OK)
@@ -383,15 +499,12 @@ static natsStatus make_msg(const entry *e, natsMsg **out)
 }
 
 /* Publishes every PENDING entry, in position order, without waiting for the
- * acknowledgements: they arrive on a NATS thread (on_ack) while the relay
- * goes on. Returns how many were sent. */
+ * acknowledgements: the relay collects them later (drain_acks). Returns how
+ * many were sent. */
 static size_t ring_publish(bus_outbox *ob)
 {
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = ob->ack_wait_ms;
-    po.ExpectStream = ob->stream_name;
     size_t sent = 0, n;
+    int64_t now = now_ms();
     pthread_mutex_lock(&ob->mu);
     n = ob->count;
     pthread_mutex_unlock(&ob->mu);
@@ -400,23 +513,19 @@ static size_t ring_publish(bus_outbox *ob)
         natsMsg *m = NULL;
         pthread_mutex_lock(&ob->mu);
         bool go = e->state == PENDING;
-        if (go)
-            e->state = INFLIGHT; /* before the publish: its ack may come at once */
+        if (go) {
+            e->state = INFLIGHT;
+            e->sent_ms = now;
+        }
         pthread_mutex_unlock(&ob->mu);
         if (!go)
             continue;
-        natsStatus s = natsConnection_Status(ob->nc) == NATS_CONN_STATUS_CONNECTED ? make_msg(e, &m)
+        natsStatus s = natsConnection_Status(ob->nc) == NATS_CONN_STATUS_CONNECTED ? make_msg(ob, e, &m)
                                                                                   : NATS_CONNECTION_DISCONNECTED;
-        if (s == NATS_OK) {
-            if (ob->jetstream) {
-                po.MsgId = e->id;
-                ob->async_used = true;
-                s = js_PublishMsgAsync(ob->js, &m, &po);
-            } else {
-                s = natsConnection_PublishMsg(ob->nc, m);
-            }
-        }
-        natsMsg_Destroy(m);
+        if (s == NATS_OK)
+            s = natsConnection_PublishMsg(ob->nc, m);
+        if (m != NULL)
+            hold(ob, m);
         if (s != NATS_OK) {
             pthread_mutex_lock(&ob->mu);
             if (e->state == INFLIGHT) {
@@ -607,7 +716,7 @@ static size_t count_state(bus_outbox *ob, int state)
     return k;
 }
 
-/* Waits up to ms for an acknowledgement (on_ack signals) or a stop. */
+/* Waits up to ms for a stop (a backoff sleep). */
 static void wait_acks(bus_outbox *ob, int64_t ms)
 {
     struct timespec ts;
@@ -729,6 +838,7 @@ static void *relay(void *arg)
         }
         if (ready && retry_at == 0 && ring_publish(ob) > 0)
             kick(ob);
+        drain_acks(ob, 0);
 
         bool head_failed = false;
         size_t n = ring_prefix(ob, &head_failed);
@@ -748,7 +858,7 @@ static void *relay(void *arg)
             if (!head_failed && count_state(ob, FAILED) == 0)
                 backoff = ob->retry_min_ms;
             if (ob->count == ob->cap)
-                wait_acks(ob, 1);
+                drain_acks(ob, 1);
         }
     }
     return NULL;
@@ -845,6 +955,7 @@ out:
     kicker_stop(ob);
     jsCtx_Destroy(ob->js);
     close_nats(ob);
+    natsSubscription_Destroy(ob->acks);
     natsConnection_Destroy(ob->nc);
     es_sub_destroy(ob->sub);
     free(ob->ring);
@@ -874,13 +985,10 @@ void bus_outbox_stop(bus_outbox *ob, int64_t flush_ms)
     kicker_stop(ob);
     for (size_t i = 0; i < ob->count; i++)
         entry_clear(at(ob, i));
-    if (ob->js != NULL && ob->async_used) {
-        natsMsgList pending;
-        if (js_PublishAsyncGetPendingList(&pending, ob->js) == NATS_OK)
-            natsMsgList_Destroy(&pending);
-    }
+    release_held(ob);
     jsCtx_Destroy(ob->js);
     close_nats(ob);
+    natsSubscription_Destroy(ob->acks);
     natsConnection_Destroy(ob->nc);
     es_sub_destroy(ob->sub);
     free(ob->ring);

@@ -3,6 +3,9 @@
 //   read-stream URL STREAM          every message stored in a JetStream stream
 //   subscribe URL SUBJECT N MS      the first N messages on SUBJECT (a "ready"
 //                                   line first), or what arrived within MS ms
+//   add-stream URL STREAM MAXMSGS   creates STREAM over agentmesh.events.> that
+//                                   refuses new messages beyond MAXMSGS
+//   delete-stream URL STREAM        deletes STREAM and what it holds
 'use strict';
 const { connect } = require('nats');
 
@@ -55,11 +58,30 @@ async function subscribe(url, subject, n, ms) {
   await nc.close();
 }
 
+async function addStream(url, stream, maxMsgs) {
+  const nc = await connect({ servers: url, reconnect: false });
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.add({ name: stream, subjects: ['agentmesh.events.>'], max_msgs: maxMsgs, discard: 'new' });
+  process.stdout.write(JSON.stringify({ added: stream }) + '\n');
+  await nc.close();
+}
+
+async function deleteStream(url, stream) {
+  const nc = await connect({ servers: url, reconnect: false });
+  const jsm = await nc.jetstreamManager();
+  const ok = await jsm.streams.delete(stream);
+  process.stdout.write(JSON.stringify({ deleted: ok }) + '\n');
+  await nc.close();
+}
+
 async function main() {
   const [cmd, ...args] = process.argv.slice(2);
   if (cmd === 'read-stream') return readStream(args[0], args[1]);
   if (cmd === 'subscribe') return subscribe(args[0], args[1], Number(args[2]), Number(args[3]));
-  throw new Error('usage: nats_tool.js read-stream URL STREAM | subscribe URL SUBJECT N MS');
+  if (cmd === 'add-stream') return addStream(args[0], args[1], Number(args[2]));
+  if (cmd === 'delete-stream') return deleteStream(args[0], args[1]);
+  throw new Error('usage: nats_tool.js read-stream URL STREAM | subscribe URL SUBJECT N MS | ' +
+                  'add-stream URL STREAM MAXMSGS | delete-stream URL STREAM');
 }
 
 main().catch((e) => {

@@ -1,7 +1,8 @@
 """The outbox relay against a real nats-server, checked by an independent
 client (Node's `nats`): CloudEvents shape and headers, position order,
 dead letters, NATS killed and restarted mid-stream, the relay killed and
-restarted mid-publication, and JetStream switched off.
+restarted mid-publication, JetStream refusing messages, the stream deleted
+mid-stream, and JetStream switched off.
 
 usage: outbox_test.py OUTBOX_DEMO"""
 
@@ -216,9 +217,51 @@ def test_checkpoint_throttled():
           % (checkpoint_writes, events, stats["elapsed_ms"], bound))
 
 
+def test_refused_by_jetstream():
+    """The stream exists but refuses messages past its tenth (max_msgs,
+    discard new): the first ten are stored and acknowledged, each later one
+    is refused with JetStream's error on every attempt and dead-lettered
+    with that error as the reason, in order, and the relay finishes."""
+    with NatsServer() as nats:
+        node_tool("add-stream", nats.url, "AGENTMESH", "10")
+        data = tempfile.mkdtemp()
+        sub = NodeSubscriber(nats.url, "agentmesh.deadletter.test", 15, 60000)
+        demo = Demo(data, nats.url, "--events", "25", "--wait", "60")
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        assert stats["published"] == 10 and stats["dead_lettered"] == 15 and stats["checkpoint"] == 25, stats
+        notes = [m["json"] for m in sub.messages()]
+        assert [int(n["sequence"]) for n in notes] == list(range(11, 26)), notes[:3]
+        # 10077: JetStream's "maximum messages exceeded".
+        assert all("refused by JetStream 3 times (error 10077" in n["reason"] for n in notes), notes[0]
+        check_stream(nats.url, range(1, 11))
+    print("refused: 10 stored, 15 refused by JetStream and dead-lettered with its error")
+
+
+def test_stream_deleted():
+    """The AGENTMESH stream is deleted mid-run: publishes find no stream
+    (NATS answers "no responders"), the relay creates it again and
+    re-sends in order; the new stream holds every event from where it
+    resumed to the last, once and in order."""
+    with NatsServer() as nats:
+        data = tempfile.mkdtemp()
+        demo = Demo(data, nats.url, "--events", "2000", "--pace-us", "500", "--wait", "120")
+        poll_until(lambda: len(demo.appended()) >= 400, 60, what="400 appends")
+        node_tool("delete-stream", nats.url, "AGENTMESH")
+        deleted_at = len(demo.appended())
+        rc, stats = demo.wait()
+        assert rc == 0, demo.stderr()
+        assert stats["checkpoint"] == 2000 and stats["dead_lettered"] == 0, stats
+        msgs = node_tool("read-stream", nats.url, "AGENTMESH")
+        first = int(msgs[0]["json"]["sequence"])
+        assert first > 1, "the stream was not recreated"
+        check_stream(nats.url, range(first, 2001))
+    print("stream deleted after %d appends: recreated, events %d-2000 stored once, in order" % (deleted_at, first))
+
+
 if __name__ == "__main__":
     tests = [test_live_cloudevents, test_dead_letter, test_nats_outage, test_relay_killed, test_nats_never_up,
-             test_core_nats, test_checkpoint_throttled]
+             test_core_nats, test_checkpoint_throttled, test_refused_by_jetstream, test_stream_deleted]
     failed = 0
     for t in tests:
         try:
