@@ -26,6 +26,7 @@
 #include <nats/nats.h>
 
 #include "services/bus/bus.h"
+#include "services/common/natslib.h"
 
 enum entry_state { PENDING = 0, INFLIGHT, ACKED, FAILED, DEAD };
 
@@ -325,7 +326,8 @@ static void drain_acks(bus_outbox *ob, int64_t wait_ms)
 static int connect_nats(bus_outbox *ob)
 {
     natsOptions *opts = NULL;
-    natsStatus s = natsOptions_Create(&opts);
+    /* nats.c's own threads at the lowest priority (services/common/natslib.c). */
+    natsStatus s = am_nats_open() == 0 ? natsOptions_Create(&opts) : NATS_ERR;
     if (s == NATS_OK)
         s = natsOptions_SetURL(opts, ob->nats_url);
     if (s == NATS_OK)

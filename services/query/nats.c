@@ -12,6 +12,7 @@
 #include <nats/nats.h>
 
 #include "services/common/log.h"
+#include "services/common/natslib.h"
 #include "services/query/query.h"
 
 #define SUBJECT "agentmesh.events.>"
@@ -125,7 +126,8 @@ int qs_nats_start(const char *url, qs_projector *p, qs_nats **out)
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->hold_mu, NULL);
     pthread_cond_init(&n->cv, NULL);
-    natsStatus s = natsOptions_Create(&o);
+    /* nats.c's own threads at the lowest priority (services/common/natslib.c). */
+    natsStatus s = am_nats_open() == 0 ? natsOptions_Create(&o) : NATS_ERR;
     if (s == NATS_OK)
         s = natsOptions_SetURL(o, url);
     if (s == NATS_OK)
