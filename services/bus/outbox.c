@@ -35,6 +35,7 @@ enum entry_state { PENDING = 0, INFLIGHT, ACKED, FAILED, DEAD };
  * it sleeps, and that thread then preempted the relay thousands of times a
  * second. Destroyed HOLD_MAX at a time, it is one wake per HOLD_MAX. */
 #define HOLD_MAX 128
+#define HOLD_BYTES_MAX (1024 * 1024) /* ... or once they hold 1 MiB */
 
 typedef struct entry {
     es_event *ev;          /* owned copy */
@@ -78,6 +79,7 @@ struct bus_outbox {
     char inbox[128];         /* the acks' subject prefix, "<inbox>." */
     natsMsg *held[HOLD_MAX]; /* the relay's, destroyed HOLD_MAX at a time */
     size_t n_held;
+    size_t held_bytes;       /* their payloads: events may be up to 1 MiB */
     bool stream_ready;
     es_sub *sub;
 
@@ -260,13 +262,15 @@ static void release_held(bus_outbox *ob)
     for (size_t i = 0; i < ob->n_held; i++)
         natsMsg_Destroy(ob->held[i]);
     ob->n_held = 0;
+    ob->held_bytes = 0;
 }
 
 static void hold(bus_outbox *ob, natsMsg *m)
 {
-    if (ob->n_held == HOLD_MAX)
+    if (ob->n_held == HOLD_MAX || ob->held_bytes > HOLD_BYTES_MAX)
         release_held(ob);
     ob->held[ob->n_held++] = m;
+    ob->held_bytes += (size_t)natsMsg_GetDataLength(m);
 }
 
 /* Collects the JetStream replies that have arrived, waiting up to wait_ms
