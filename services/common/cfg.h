@@ -70,6 +70,8 @@ typedef struct cfg_option {
      "calls waiting for a worker before RESOURCE_EXHAUSTED"},                 \
     {"cq-threads", ENV "CQ_THREADS", CFG_INT, "1",                            \
      "gRPC completion-queue threads"},                                        \
+    {"worker-policy", ENV "WORKER_POLICY", CFG_STRING, "batch",               \
+     "handler threads' Linux scheduling policy: batch or normal"},            \
     {"max-message-size", ENV "MAX_MESSAGE_SIZE", CFG_SIZE, "4M",              \
      "largest gRPC message received or sent"},                                \
     {"grace-period", ENV "GRACE_PERIOD", CFG_DURATION, "10s",                 \
@@ -82,7 +84,7 @@ typedef struct cfg_option {
      "write the bound gRPC and admin ports to this file once serving"}
 
 /* How many entries CFG_RUNTIME_OPTIONS expands to. */
-#define CFG_RUNTIME_OPTION_COUNT 11
+#define CFG_RUNTIME_OPTION_COUNT 12
 
 typedef struct cfg cfg;
 

@@ -2,8 +2,12 @@
  * waiting items. Submission never blocks, so a completion-queue thread can
  * reject a call at once (RESOURCE_EXHAUSTED) when the server is saturated. */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "services/common/log.h"
 #include "services/common/rpc_internal.h"
 
 struct rpc__pool {
@@ -17,11 +21,32 @@ struct rpc__pool {
     rpc__pool_fn fn;
     pthread_t *threads;
     size_t nthreads;
+    bool batch;
 };
+
+/* SCHED_BATCH: a worker woken by a completion-queue thread, or by the event
+ * store's writer answering an append, no longer preempts its waker on the
+ * same CPU; it waits for the waker to sleep or for the tick. The waker then
+ * finishes its own batch of wake-ups instead of being switched out after the
+ * first one (docs/RUNTIME.md, "Worker scheduling"). Dropping to SCHED_BATCH
+ * needs no privilege; if the kernel refuses anyway the worker keeps its
+ * policy and the first refusal is logged. */
+static void set_batch(void)
+{
+    static atomic_bool warned;
+    struct sched_param sp;
+    memset(&sp, 0, sizeof sp);
+    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (rc != 0 && !atomic_exchange(&warned, true))
+        LOG_WARN("rpc: worker threads keep their scheduling policy: "
+                 "SCHED_BATCH refused (%s)", strerror(rc));
+}
 
 static void *worker(void *arg)
 {
     struct rpc__pool *p = arg;
+    if (p->batch)
+        set_batch();
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->len == 0 && !p->stopping) {
@@ -42,8 +67,8 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int rpc__pool_create(unsigned threads, unsigned depth, rpc__pool_fn fn,
-                     struct rpc__pool **out)
+int rpc__pool_create(unsigned threads, unsigned depth, bool batch,
+                     rpc__pool_fn fn, struct rpc__pool **out)
 {
     int rc = RPC_ERR_NOMEM;
     struct rpc__pool *p = NULL;
@@ -56,6 +81,7 @@ int rpc__pool_create(unsigned threads, unsigned depth, rpc__pool_fn fn,
     pthread_cond_init(&p->cv, NULL);
     p->fn = fn;
     p->depth = depth;
+    p->batch = batch;
     /* Waiting items never exceed depth + idle workers <= depth + threads. */
     p->cap = (size_t)depth + threads;
     p->ring = calloc(p->cap, sizeof *p->ring);

@@ -247,6 +247,14 @@ typedef struct rpc_server rpc_server;
 #define RPC_MAX_STREAMS_PER_CONNECTION 1000
 #define RPC_MAX_HEALTH_WATCHERS 4096
 
+/* The Linux scheduling policy of the worker threads (docs/RUNTIME.md,
+ * "Worker scheduling"). BATCH: a woken worker waits for the running thread's
+ * time slice instead of preempting it. NORMAL: the kernel's default. */
+typedef enum rpc_worker_policy {
+    RPC_WORKER_POLICY_BATCH = 0,
+    RPC_WORKER_POLICY_NORMAL = 1,
+} rpc_worker_policy;
+
 /* Plain options; start from rpc_server_options_init(). Zero values mean the
  * documented defaults. Strings are copied by rpc_server_create. */
 typedef struct rpc_server_options {
@@ -255,6 +263,7 @@ typedef struct rpc_server_options {
     unsigned queue_depth;           /* calls waiting for a worker, default 64 */
     unsigned cq_threads;            /* completion-queue threads, default 1 */
     unsigned stream_queue_depth;    /* per-stream send queue, default 16 */
+    rpc_worker_policy worker_policy; /* default RPC_WORKER_POLICY_BATCH */
     size_t max_recv_message_bytes;  /* default 4 MiB */
     size_t max_send_message_bytes;  /* default 4 MiB */
     int64_t grace_period_ms;        /* shutdown grace, default 10000 */

@@ -169,8 +169,9 @@ enum { SRV_CREATED = 0, SRV_STARTED = 1, SRV_DRAINING = 2, SRV_STOPPED = 3 };
 
 /* Worker pool (pool.c): fixed threads and a bounded FIFO of calls. */
 typedef void (*rpc__pool_fn)(void *item);
-int rpc__pool_create(unsigned threads, unsigned depth, rpc__pool_fn fn,
-                     struct rpc__pool **out);
+/* batch: the workers run under SCHED_BATCH (rpc_worker_policy). */
+int rpc__pool_create(unsigned threads, unsigned depth, bool batch,
+                     rpc__pool_fn fn, struct rpc__pool **out);
 /* Queues an item without blocking; RPC_ERR_FULL when every worker is busy
  * and the queue holds `depth` items. */
 int rpc__pool_try_submit(struct rpc__pool *p, void *item);

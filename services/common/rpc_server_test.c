@@ -4,6 +4,7 @@
  * Check, registration rules, and a graceful shutdown that lets an in-flight
  * call finish. Run under ASan (leaks) and TSan (the threaded paths). */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +33,15 @@ static void echo_raw(rpc_call *call, const ProtobufCMessage *req, void *user)
     CHECK(rpc_call_request_bytes(call, &data, &len) == RPC_OK);
     CHECK(rpc_call_reply_bytes(call, data, len) == RPC_OK);
     CHECK(rpc_call_reply_bytes(call, data, len) == RPC_ERR_STATE);
+}
+
+/* Answers the worker thread's scheduling policy as one byte. */
+static void policy_raw(rpc_call *call, const ProtobufCMessage *req, void *user)
+{
+    (void)req;
+    (void)user;
+    uint8_t b = (uint8_t)sched_getscheduler(0);
+    CHECK(rpc_call_reply_bytes(call, &b, 1) == RPC_OK);
 }
 
 /* Sends N one-byte messages (N = first request byte; 0 = until cancelled). */
@@ -188,6 +198,17 @@ static void test_concurrent_unary(grpc_channel *ch)
           GRPC_STATUS_UNIMPLEMENTED);
 }
 
+/* The default policy: every worker that answers runs under SCHED_BATCH. */
+static void test_worker_policy(grpc_channel *ch)
+{
+    for (int i = 0; i < 16; i++) {
+        uint8_t b = 0xff;
+        size_t n = 0;
+        CHECK(unary(ch, "/t.Raw/Policy", "", 0, &b, 1, &n) == GRPC_STATUS_OK);
+        CHECK(n == 1 && b == SCHED_BATCH);
+    }
+}
+
 static void test_health(grpc_channel *ch)
 {
     Grpc__Health__V1__HealthCheckRequest req =
@@ -327,7 +348,13 @@ static void test_fallback(void)
     size_t n = 0;
     rpc_server_options_init(&o);
     o.worker_threads = 2;
+    o.worker_policy = (rpc_worker_policy)7;
+    CHECK(rpc_server_create(&o, &srv) == RPC_ERR_INVALID && srv == NULL);
+    o.worker_policy = RPC_WORKER_POLICY_NORMAL;
     CHECK(rpc_server_create(&o, &srv) == RPC_OK);
+    const rpc_method_desc pm = {"/t.Raw/Policy", RPC_METHOD_UNARY, NULL, NULL,
+                                policy_raw, NULL};
+    CHECK(rpc_server_register(srv, &pm) == RPC_OK);
     CHECK(rpc_server_set_fallback(srv, NULL, NULL) == RPC_ERR_INVALID);
     CHECK(rpc_server_set_fallback(srv, fallback, NULL) == RPC_OK);
     CHECK(rpc_server_start(srv, &port) == RPC_OK);
@@ -339,6 +366,10 @@ static void test_fallback(void)
     CHECK(unary(ch, "/any.Svc/Do", "relay me", 8, (uint8_t *)got, sizeof got,
                 &n) == GRPC_STATUS_OK);
     CHECK(n == 8 && memcmp(got, "relay me", 8) == 0);
+    /* This server's workers keep the kernel's default policy. */
+    CHECK(unary(ch, "/t.Raw/Policy", "", 0, (uint8_t *)got, sizeof got, &n) ==
+              GRPC_STATUS_OK &&
+          n == 1 && got[0] == SCHED_OTHER);
     CHECK(unary(ch, "/any.Svc/Fail", "x", 1, NULL, 0, NULL) ==
           GRPC_STATUS_ABORTED);
     grpc_channel_destroy(ch);
@@ -392,8 +423,9 @@ int main(void)
         {"/t.Raw/Echo", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL},
         {"/t.Raw/Stream", RPC_METHOD_SERVER_STREAM, NULL, NULL, stream_raw, NULL},
         {"/t.Raw/Slow", RPC_METHOD_UNARY, NULL, NULL, slow_raw, NULL},
+        {"/t.Raw/Policy", RPC_METHOD_UNARY, NULL, NULL, policy_raw, NULL},
     };
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 4; i++)
         CHECK(rpc_server_register(srv, &methods[i]) == RPC_OK);
     CHECK(rpc_server_enable_health(srv) == RPC_OK);
     CHECK(rpc_server_start(srv, &port) == RPC_OK && port > 0);
@@ -411,6 +443,8 @@ int main(void)
                                &open) == METRICS_OK);
     test_concurrent_unary(ch);
     fprintf(stderr, "done test_concurrent_unary\n");
+    test_worker_policy(ch);
+    fprintf(stderr, "done test_worker_policy\n");
     test_health(ch);
     fprintf(stderr, "done test_health\n");
     test_streams(ch, open);

@@ -28,22 +28,36 @@ int rpc_server_options_from_cfg(const cfg *c, rpc_server_options *opts)
 {
     int64_t workers = 0, depth = 0, cqs = 0, grace = 0;
     uint64_t maxmsg = 0;
-    const char *listen = NULL, *token = NULL;
+    const char *listen = NULL, *token = NULL, *policy = NULL;
     if (c == NULL || opts == NULL)
         return RPC_ERR_INVALID;
     if (cfg_get_string(c, "listen", &listen) != CFG_OK ||
         cfg_get_int(c, "worker-threads", &workers) != CFG_OK ||
         cfg_get_int(c, "queue-depth", &depth) != CFG_OK ||
         cfg_get_int(c, "cq-threads", &cqs) != CFG_OK ||
+        cfg_get_string(c, "worker-policy", &policy) != CFG_OK ||
         cfg_get_size(c, "max-message-size", &maxmsg) != CFG_OK ||
         cfg_get_duration_ms(c, "grace-period", &grace) != CFG_OK ||
         cfg_get_string(c, "internal-token", &token) != CFG_OK)
         return RPC_ERR_INVALID;
+    if (policy == NULL ||
+        (strcmp(policy, "batch") != 0 && strcmp(policy, "normal") != 0)) {
+        LOG_ERROR("--worker-policy must be batch or normal, not \"%s\"",
+                  policy ? policy : "");
+        return RPC_ERR_INVALID;
+    }
     if (listen == NULL || workers < 1 || workers > 4096 || depth < 0 ||
         depth > 1000000 || cqs < 1 || cqs > 64 || maxmsg < 1024 ||
-        maxmsg > INT32_MAX)
+        maxmsg > INT32_MAX) {
+        LOG_ERROR("out of range: --worker-threads 1..4096, --queue-depth "
+                  "0..1000000, --cq-threads 1..64, --max-message-size "
+                  "1K..2G");
         return RPC_ERR_INVALID;
+    }
     rpc_server_options_init(opts);
+    opts->worker_policy = strcmp(policy, "batch") == 0
+                              ? RPC_WORKER_POLICY_BATCH
+                              : RPC_WORKER_POLICY_NORMAL;
     opts->listen_addr = listen;
     opts->worker_threads = (unsigned)workers;
     /* 0 means "the default" in the options struct; a queue of 0 is 1 here. */

@@ -23,9 +23,10 @@ extern "C" {
 #endif
 
 /* Fills server options from the CFG_RUNTIME_OPTIONS of `c` (listen,
- * worker-threads, queue-depth, cq-threads, max-message-size, grace-period,
- * internal-token). Strings are borrowed from `c`. Errors (rpc_err): INVALID
- * (an option missing from the table or out of range). */
+ * worker-threads, queue-depth, cq-threads, worker-policy, max-message-size,
+ * grace-period, internal-token). Strings are borrowed from `c`. Errors
+ * (rpc_err): INVALID (an option missing from the table, or out of range:
+ * logged with the option's name). */
 int rpc_server_options_from_cfg(const cfg *c, rpc_server_options *opts);
 
 typedef struct rpc_runtime rpc_runtime;

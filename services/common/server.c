@@ -143,6 +143,8 @@ int rpc_server_create(const rpc_server_options *opts, rpc_server **out)
     DEFAULT_(keepalive_min_ping_interval_ms)
 #undef DEFAULT_
     if (srv->opts.worker_threads > 4096 || srv->opts.cq_threads > 64 ||
+        (srv->opts.worker_policy != RPC_WORKER_POLICY_BATCH &&
+         srv->opts.worker_policy != RPC_WORKER_POLICY_NORMAL) ||
         srv->opts.queue_depth > 1000000 || srv->opts.stream_queue_depth > 65536 ||
         srv->opts.max_recv_message_bytes > INT32_MAX ||
         srv->opts.max_send_message_bytes > INT32_MAX) {
@@ -509,6 +511,7 @@ int rpc_server_start(rpc_server *srv, int *port)
         goto out;
     }
     rc = rpc__pool_create(srv->opts.worker_threads, srv->opts.queue_depth,
+                          srv->opts.worker_policy == RPC_WORKER_POLICY_BATCH,
                           rpc__call_run, &srv->pool);
     if (rc != RPC_OK)
         goto out;

@@ -2,7 +2,10 @@
 free loopback ports, driven by Python grpcio with message classes built from
 the build's descriptor sets. Usage: runtime_test.py SERVER ECHO_DESC API_DESC"""
 
+import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -291,6 +294,57 @@ class OverloadTest(unittest.TestCase):
                              "ok")
             ch.close()
             self.assertEqual(srv.stop(), 0, srv.log())
+
+
+def worker_policies(pid, n):
+    """The scheduling policies of pid's n rpc-worker threads, once there are
+    n of them and all have the same one (each sets it as it starts), else
+    None."""
+    got = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() == "rpc-worker":
+                    got.append(os.sched_getscheduler(int(tid)))
+        except OSError:
+            pass
+    return got if len(got) == n and len(set(got)) == 1 else None
+
+
+class WorkerPolicyTest(unittest.TestCase):
+    """--worker-policy: the handler threads' Linux scheduling policy."""
+
+    def policies_of(self, args, n, env=None):
+        with lib.Server(SERVER, args + ["--worker-threads=%d" % n],
+                        env=env) as srv:
+            ch = channel_for(srv)
+            echo = MSG.unary(ch, "/agentmesh.test.Echo/Echo")
+            self.assertEqual(echo(EchoRequest(message="p"), timeout=30).message,
+                             "p")
+            ch.close()
+            got = lib.poll_until(lambda: worker_policies(srv.proc.pid, n),
+                                 what="%d rpc-worker threads" % n)
+            self.assertEqual(srv.stop(), 0, srv.log())
+            return got
+
+    def test_default_is_batch(self):
+        self.assertEqual(self.policies_of([], 3), [os.SCHED_BATCH] * 3)
+
+    def test_normal(self):
+        self.assertEqual(self.policies_of(["--worker-policy=normal"], 2),
+                         [os.SCHED_OTHER] * 2)
+        env = dict(os.environ, AGENTMESH_ECHO_WORKER_POLICY="normal")
+        self.assertEqual(self.policies_of([], 2, env), [os.SCHED_OTHER] * 2)
+
+    def test_bad_policy_is_refused(self):
+        r = subprocess.run([SERVER, "--worker-policy=fifo"],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        lines = [json.loads(l) for l in r.stderr.decode().splitlines()]
+        self.assertEqual(lines[0]["level"], "error")
+        self.assertEqual(lines[0]["msg"],
+                         '--worker-policy must be batch or normal, not "fifo"')
 
 
 class LimitsTest(unittest.TestCase):
