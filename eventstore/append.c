@@ -2,7 +2,8 @@
  * queue it and sleep; one writer thread takes everything queued, applies each
  * request in one LMDB write transaction (each checked on its own: one
  * request's failure never fails another), commits once — one flush for the
- * whole group — and only then wakes each caller with its own result. */
+ * whole group — and only then wakes each caller with its own result, or
+ * calls back the asynchronous ones (es_append_async). */
 #include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ typedef struct es__req {
     int status;
     bool dropped;  /* writemap: failed in an aborted attempt, left out */
     sem_t done;    /* posted by the writer once status and res are final */
+    es_append_cb cb; /* es_append_async: called instead, then req freed */
+    void *cb_arg;
 } es__req;
 
 /* The running state of one group commit. */
@@ -176,6 +179,52 @@ int es_append_with(es_store *s, const char *stream, int64_t expected,
             result->actual_version = r.res.actual_version;
     }
     return rc;
+}
+
+int es_append_async(es_store *s, const char *stream, int64_t expected,
+                    const es_event_data *events, size_t n, es_append_cb cb,
+                    void *arg)
+{
+    int rc;
+    bool wake;
+    if (!s || !cb)
+        return ES_INVALID;
+    if (s->rdonly)
+        return ES_READONLY;
+    if (expected < 0 && expected != ES_EXPECT_ANY &&
+        expected != ES_EXPECT_NO_STREAM && expected != ES_EXPECT_STREAM_EXISTS)
+        return ES_INVALID;
+    es__req *r = calloc(1, sizeof *r);
+    if (!r)
+        return ES_NOMEM;
+    r->stream = stream;
+    r->expected = expected;
+    r->events = events;
+    r->n = n;
+    r->cb = cb;
+    r->cb_arg = arg;
+    if ((rc = validate(s, r))) {
+        free(r);
+        return rc;
+    }
+    r->stream_len = strlen(stream);
+    pthread_mutex_lock(&s->mu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->mu);
+        free(r);
+        return ES_CLOSED;
+    }
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->queued++;
+    wake = s->writer_idle;
+    pthread_mutex_unlock(&s->mu);
+    if (wake)
+        pthread_cond_signal(&s->queue_cv);
+    return ES_OK;
 }
 
 int es_append(es_store *s, const char *stream, int64_t expected,
@@ -593,7 +642,12 @@ void *es__writer_main(void *arg)
          * on its stack, goes away), so read next before posting. */
         for (es__req *r = list, *next; r; r = next) {
             next = r->next;
-            sem_post(&r->done);
+            if (r->cb) {
+                r->cb(r->cb_arg, r->status, &r->res);
+                free(r);
+            } else {
+                sem_post(&r->done);
+            }
         }
         pthread_mutex_lock(&s->mu);
     }

@@ -381,6 +381,22 @@ int es_append_with(es_store *store, const char *stream, int64_t expected,
                    const es_event_data *events, size_t n, es_txn_fn fn,
                    void *arg, es_append_result *result);
 
+/* The end of an es_append_async: status as es_append would return it, and
+ * res (on ES_OK; actual_version also on ES_WRONG_EXPECTED_VERSION). */
+typedef void (*es_append_cb)(void *arg, int status, const es_append_result *res);
+
+/* es_append without waiting: queues the append and returns. cb(arg, ...) runs
+ * exactly once, on the store's writer thread, after the group commit that
+ * holds the append (or that failed it); until then stream and events must
+ * stay valid. cb must not wait for anything that waits for the writer (an
+ * append, es_write, es_close). The store's queue bound (queue_max) does not
+ * apply: the caller bounds how many it has in flight. Errors, returned at
+ * once and without calling cb: ES_INVALID (as es_append), ES_READONLY,
+ * ES_CLOSED, ES_NOMEM. Thread-safe; never blocks on the writer. */
+int es_append_async(es_store *store, const char *stream, int64_t expected,
+                    const es_event_data *events, size_t n, es_append_cb cb,
+                    void *arg);
+
 /* Run fn(txn, NULL, arg) in a write transaction of its own (group-committed
  * with concurrent appends) and wait until it is durable. Errors: fn's return
  * value, ES_MAP_FULL, ES_NO_SPACE, ES_READONLY, ES_CLOSED, ES_IO. Thread-safe. */
