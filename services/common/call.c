@@ -434,10 +434,10 @@ void rpc__call_run(void *item)
     rpc__call_unref(c);
 }
 
-void rpc__call_handler_returned(rpc_call *c)
+/* The end of a handler's part, with c->mu held: the answer it left (or one
+ * for none) goes out in the final batch. */
+static void handler_done_locked(rpc_call *c)
 {
-    pthread_mutex_lock(&c->mu);
-    c->on_cancel = NULL;
     if (!c->answered) {
         int w = atomic_load(&c->cancelled);
         if (c->m->kind == RPC_METHOD_UNARY && !rpc__call_is_fallback(c))
@@ -456,7 +456,62 @@ void rpc__call_handler_returned(rpc_call *c)
     }
     c->handler_done = true;
     rpc__call_finish_locked(c);
+}
+
+void rpc__call_handler_returned(rpc_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->on_cancel = NULL;
+    c->handler_returned = true;
+    /* A deferred call ends in rpc_call_complete, unless that already ran. */
+    if (!c->deferred || c->completed)
+        handler_done_locked(c);
     pthread_mutex_unlock(&c->mu);
+}
+
+int rpc_call_defer(rpc_call *call)
+{
+    if (call == NULL)
+        return RPC_ERR_INVALID;
+    if (call->m == NULL || call->m->kind != RPC_METHOD_UNARY ||
+        rpc__call_is_fallback(call))
+        return RPC_ERR_STATE;
+    pthread_mutex_lock(&call->mu);
+    int rc = RPC_OK;
+    if (call->deferred || call->handler_returned)
+        rc = RPC_ERR_STATE;
+    else {
+        call->deferred = true;
+        call->refs++;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return rc;
+}
+
+void rpc__call_undefer(rpc_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->deferred && !c->completed) {
+        c->deferred = false;
+        c->refs--; /* the accepting reference is still held */
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rpc_call_complete(rpc_call *call)
+{
+    if (call == NULL)
+        return;
+    pthread_mutex_lock(&call->mu);
+    if (!call->deferred || call->completed) {
+        pthread_mutex_unlock(&call->mu);
+        return;
+    }
+    call->completed = true;
+    /* Before the handler returned, rpc__call_handler_returned finishes. */
+    if (call->handler_returned)
+        handler_done_locked(call);
+    rpc__call_unref_unlock(call);
 }
 
 /* --- public accessors ---------------------------------------------------- */

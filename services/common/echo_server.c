@@ -206,11 +206,11 @@ int main(int argc, char **argv)
     const ProtobufCMessageDescriptor *rq = &agentmesh__test__echo_request__descriptor;
     const ProtobufCMessageDescriptor *rp = &agentmesh__test__echo_reply__descriptor;
     const rpc_method_desc methods[] = {
-        {"/agentmesh.test.Echo/Echo", RPC_METHOD_UNARY, rq, rp, echo, NULL},
-        {"/agentmesh.test.Echo/Count", RPC_METHOD_SERVER_STREAM, rq, rp, count, NULL},
-        {"/agentmesh.test.Echo/Block", RPC_METHOD_UNARY, rq, rp, block, NULL},
-        {"/agentmesh.test.Echo/SetHealth", RPC_METHOD_UNARY, rq, rp, set_health, srv},
-        {"/agentmesh.test.Echo/Fail", RPC_METHOD_UNARY, rq, rp, fail, NULL},
+        {"/agentmesh.test.Echo/Echo", RPC_METHOD_UNARY, rq, rp, echo, NULL, NULL},
+        {"/agentmesh.test.Echo/Count", RPC_METHOD_SERVER_STREAM, rq, rp, count, NULL, NULL},
+        {"/agentmesh.test.Echo/Block", RPC_METHOD_UNARY, rq, rp, block, NULL, NULL},
+        {"/agentmesh.test.Echo/SetHealth", RPC_METHOD_UNARY, rq, rp, set_health, srv, NULL},
+        {"/agentmesh.test.Echo/Fail", RPC_METHOD_UNARY, rq, rp, fail, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         rc = rpc_server_register(srv, &methods[i]);

@@ -116,6 +116,15 @@ typedef enum rpc_method_kind {
     RPC_METHOD_BIDI_STREAM = 2
 } rpc_method_kind;
 
+/* A unary method's fast path, tried on the completion-queue thread before
+ * the call is queued for a worker (docs/RUNTIME.md, "Fast paths"). It must
+ * not block. It returns true when it took the call: it answered it, or it
+ * deferred it with rpc_call_defer() and the answer comes later from another
+ * thread. It returns false, having answered nothing, to let `handler` run on
+ * a worker as usual (e.g. when it would have to wait). */
+typedef bool (*rpc_fast_fn)(rpc_call *call, const ProtobufCMessage *request,
+                            void *user);
+
 /* A method to register. Plain data; the runtime copies what it needs. */
 typedef struct rpc_method_desc {
     const char *name;                            /* "/pkg.Service/Method" */
@@ -124,7 +133,18 @@ typedef struct rpc_method_desc {
     const ProtobufCMessageDescriptor *reply;     /* static; NULL = raw bytes */
     rpc_handler_fn handler;
     void *user;                                  /* borrowed for the server's life */
+    rpc_fast_fn fast;                            /* unary only; may be NULL */
 } rpc_method_desc;
+
+/* Keeps a unary call open after its handler (or fast path) returns. The
+ * call, its request and metadata stay valid until rpc_call_complete(call),
+ * which must follow exactly once, from any thread, after the answer
+ * (rpc_call_reply / rpc_call_fail*). Errors: STATE (not unary, or already
+ * deferred). */
+int rpc_call_defer(rpc_call *call);
+/* Ends a deferred call with its answer (INTERNAL when none was given) and
+ * drops the reference rpc_call_defer took: `call` is gone afterwards. */
+void rpc_call_complete(rpc_call *call);
 
 /* The full method name ("/pkg.Service/Method"); borrowed for the handler. */
 const char *rpc_call_method(const rpc_call *call);

@@ -43,6 +43,7 @@ typedef struct rpc__method {
     const ProtobufCMessageDescriptor *request;
     const ProtobufCMessageDescriptor *reply;
     rpc_handler_fn handler;
+    rpc_fast_fn fast;
     rpc__inline_fn inline_handler;
     rpc__stop_fn stop;
     void *user;
@@ -112,6 +113,11 @@ struct rpc_call {
     rpc__tag recv_tag;
     grpc_byte_buffer *recv_buf;
     bool recv_in_flight, recv_closed;
+
+    /* Deferred unary calls (rpc_call_defer). */
+    bool deferred;         /* the answer comes after the handler returned */
+    bool handler_returned; /* ... and it has returned */
+    bool completed;        /* rpc_call_complete ran */
 
     /* Final batch. */
     bool handler_done;
@@ -202,6 +208,8 @@ void rpc__call_run(void *item);
 /* After a handler returned: a default answer if it gave none, then the final
  * status once the send queue drains. Keeps the handler's reference. */
 void rpc__call_handler_returned(rpc_call *c);
+/* Drops a deferral a fast path took before it declined the call. */
+void rpc__call_undefer(rpc_call *c);
 
 /* With c->mu held: fills `op` with SEND_INITIAL_METADATA (the call's headers)
  * if it was not sent yet; returns 1 when it did, else 0. */

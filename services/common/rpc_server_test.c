@@ -44,6 +44,60 @@ static void policy_raw(rpc_call *call, const ProtobufCMessage *req, void *user)
     CHECK(rpc_call_reply_bytes(call, &b, 1) == RPC_OK);
 }
 
+/* A fast path by the request's first byte: 'a' answers at once; 'd'
+ * defers and a thread answers 20 ms later; 'r' defers and completes before
+ * returning; 'n' defers, then declines; anything else declines. Declined
+ * calls run fast_worker, which answers "worker". */
+static void *late_answer(void *arg)
+{
+    rpc_call *call = arg;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    CHECK(rpc_call_reply_bytes(call, (const uint8_t *)"later", 5) == RPC_OK);
+    rpc_call_complete(call);
+    return NULL;
+}
+
+static bool fast_raw(rpc_call *call, const ProtobufCMessage *req, void *user)
+{
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    pthread_t t;
+    (void)req;
+    (void)user;
+    CHECK(rpc_call_request_bytes(call, &data, &len) == RPC_OK);
+    char k = len > 0 ? (char)data[0] : '-';
+    switch (k) {
+    case 'a':
+        CHECK(rpc_call_reply_bytes(call, (const uint8_t *)"now", 3) == RPC_OK);
+        return true;
+    case 'd':
+        CHECK(rpc_call_defer(call) == RPC_OK);
+        CHECK(rpc_call_defer(call) == RPC_ERR_STATE);
+        CHECK(pthread_create(&t, NULL, late_answer, call) == 0);
+        pthread_detach(t);
+        return true;
+    case 'r':
+        CHECK(rpc_call_defer(call) == RPC_OK);
+        CHECK(rpc_call_reply_bytes(call, (const uint8_t *)"early", 5) == RPC_OK);
+        rpc_call_complete(call);
+        rpc_call_complete(call); /* once only: a second is ignored */
+        return true;
+    case 'n':
+        CHECK(rpc_call_defer(call) == RPC_OK);
+        return false;
+    default:
+        return false;
+    }
+}
+
+static void fast_worker(rpc_call *call, const ProtobufCMessage *req, void *user)
+{
+    (void)req;
+    (void)user;
+    CHECK(rpc_call_reply_bytes(call, (const uint8_t *)"worker", 6) == RPC_OK);
+}
+
 /* Sends N one-byte messages (N = first request byte; 0 = until cancelled). */
 static void stream_raw(rpc_call *call, const ProtobufCMessage *req, void *user)
 {
@@ -198,6 +252,38 @@ static void test_concurrent_unary(grpc_channel *ch)
           GRPC_STATUS_UNIMPLEMENTED);
 }
 
+/* Fast paths: answered on the completion-queue thread, deferred and
+ * answered by another thread (before or after the fast path returned), or
+ * declined to a worker, also after a deferral. Many at once, so that the
+ * deferred answers race the calls' other completions (TSan). */
+static void *fast_client(void *arg)
+{
+    grpc_channel *ch = arg;
+    static const struct {
+        const char *req, *want;
+    } cases[] = {{"a", "now"}, {"d", "later"}, {"r", "early"},
+                 {"n", "worker"}, {"x", "worker"}};
+    for (int round = 0; round < 10; round++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            char got[16];
+            size_t n = 0;
+            CHECK(unary(ch, "/t.Raw/Fast", cases[i].req, 1, (uint8_t *)got,
+                        sizeof got, &n) == GRPC_STATUS_OK);
+            CHECK(n == strlen(cases[i].want) &&
+                  memcmp(got, cases[i].want, n) == 0);
+        }
+    return NULL;
+}
+
+static void test_fast_path(grpc_channel *ch)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&t[i], NULL, fast_client, ch) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+}
+
 /* The default policy: every worker that answers runs under SCHED_BATCH. */
 static void test_worker_policy(grpc_channel *ch)
 {
@@ -312,18 +398,21 @@ static void test_streams(grpc_channel *ch, metrics_family *open)
 
 static void test_registration_rules(rpc_server *srv)
 {
-    rpc_method_desc bad = {"NoSlash", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL};
+    rpc_method_desc bad = {"NoSlash", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL, NULL};
     rpc_server_options o;
     rpc_server *s2 = NULL;
     rpc_server_options_init(&o);
     CHECK(rpc_server_create(&o, &s2) == RPC_OK);
     CHECK(rpc_server_register(s2, &bad) == RPC_ERR_INVALID);
-    rpc_method_desc ok = {"/t.Raw/Echo", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL};
+    rpc_method_desc ok = {"/t.Raw/Echo", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL, NULL};
     CHECK(rpc_server_register(s2, &ok) == RPC_OK);
     CHECK(rpc_server_register(s2, &ok) == RPC_ERR_EXISTS);
     rpc_method_desc bidi = {"/t.Raw/Bidi", RPC_METHOD_BIDI_STREAM, NULL, NULL,
-                            echo_raw, NULL};
+                            echo_raw, NULL, NULL};
     CHECK(rpc_server_register(s2, &bidi) == RPC_ERR_INVALID);
+    rpc_method_desc fast_stream = {"/t.Raw/FastStream", RPC_METHOD_SERVER_STREAM,
+                                   NULL, NULL, stream_raw, NULL, fast_raw};
+    CHECK(rpc_server_register(s2, &fast_stream) == RPC_ERR_INVALID);
     CHECK(rpc_health_set(s2, "", RPC_HEALTH_SERVING) == RPC_ERR_STATE);
     rpc_server_destroy(s2);
     rpc_server_destroy(NULL);
@@ -353,7 +442,7 @@ static void test_fallback(void)
     o.worker_policy = RPC_WORKER_POLICY_NORMAL;
     CHECK(rpc_server_create(&o, &srv) == RPC_OK);
     const rpc_method_desc pm = {"/t.Raw/Policy", RPC_METHOD_UNARY, NULL, NULL,
-                                policy_raw, NULL};
+                                policy_raw, NULL, NULL};
     CHECK(rpc_server_register(srv, &pm) == RPC_OK);
     CHECK(rpc_server_set_fallback(srv, NULL, NULL) == RPC_ERR_INVALID);
     CHECK(rpc_server_set_fallback(srv, fallback, NULL) == RPC_OK);
@@ -420,12 +509,14 @@ int main(void)
     o.metrics = reg;
     CHECK(rpc_server_create(&o, &srv) == RPC_OK);
     const rpc_method_desc methods[] = {
-        {"/t.Raw/Echo", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL},
-        {"/t.Raw/Stream", RPC_METHOD_SERVER_STREAM, NULL, NULL, stream_raw, NULL},
-        {"/t.Raw/Slow", RPC_METHOD_UNARY, NULL, NULL, slow_raw, NULL},
-        {"/t.Raw/Policy", RPC_METHOD_UNARY, NULL, NULL, policy_raw, NULL},
+        {"/t.Raw/Echo", RPC_METHOD_UNARY, NULL, NULL, echo_raw, NULL, NULL},
+        {"/t.Raw/Stream", RPC_METHOD_SERVER_STREAM, NULL, NULL, stream_raw, NULL, NULL},
+        {"/t.Raw/Slow", RPC_METHOD_UNARY, NULL, NULL, slow_raw, NULL, NULL},
+        {"/t.Raw/Policy", RPC_METHOD_UNARY, NULL, NULL, policy_raw, NULL, NULL},
+        {"/t.Raw/Fast", RPC_METHOD_UNARY, NULL, NULL, fast_worker, NULL,
+         fast_raw},
     };
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 5; i++)
         CHECK(rpc_server_register(srv, &methods[i]) == RPC_OK);
     CHECK(rpc_server_enable_health(srv) == RPC_OK);
     CHECK(rpc_server_start(srv, &port) == RPC_OK && port > 0);
@@ -445,6 +536,8 @@ int main(void)
     fprintf(stderr, "done test_concurrent_unary\n");
     test_worker_policy(ch);
     fprintf(stderr, "done test_worker_policy\n");
+    test_fast_path(ch);
+    fprintf(stderr, "done test_fast_path\n");
     test_health(ch);
     fprintf(stderr, "done test_health\n");
     test_streams(ch, open);

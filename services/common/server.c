@@ -234,8 +234,10 @@ int rpc_server_register(rpc_server *srv, const rpc_method_desc *method)
     m.request = method->request;
     m.reply = method->reply;
     m.handler = method->handler;
+    m.fast = method->fast;
     m.user = method->user;
-    if (m.handler == NULL)
+    if (m.handler == NULL ||
+        (m.fast != NULL && method->kind != RPC_METHOD_UNARY))
         return RPC_ERR_INVALID;
     return add_method(srv, &m);
 }
@@ -380,6 +382,14 @@ static void accept_call(rpc_server *srv, const rpc__method *m, grpc_call *gcall,
         if (m->kind == RPC_METHOD_UNARY)
             rpc__call_handler_returned(c);
         goto out;
+    }
+    if (m->fast != NULL) {
+        if (m->fast(c, c->request, m->user)) {
+            rpc__call_handler_returned(c);
+            goto out;
+        }
+        /* Declined: a deferral it took is dropped; the worker answers. */
+        rpc__call_undefer(c);
     }
     if (rpc__pool_try_submit(srv->pool, c) != RPC_OK) {
         snprintf(err, sizeof err,

@@ -385,13 +385,13 @@ int esapi_register(rpc_server *srv, es_store *store, const char *source,
     const rpc_method_desc methods[] = {
         {"/agentmesh.v1.EventStore/ReadStream", RPC_METHOD_UNARY,
          &agentmesh__v1__read_stream_request__descriptor,
-         &agentmesh__v1__read_stream_response__descriptor, read_stream, api},
+         &agentmesh__v1__read_stream_response__descriptor, read_stream, api, NULL},
         {"/agentmesh.v1.EventStore/ReadAll", RPC_METHOD_UNARY,
          &agentmesh__v1__read_all_request__descriptor,
-         &agentmesh__v1__read_all_response__descriptor, read_all, api},
+         &agentmesh__v1__read_all_response__descriptor, read_all, api, NULL},
         {"/agentmesh.v1.EventStore/SubscribeAll", RPC_METHOD_SERVER_STREAM,
          &agentmesh__v1__subscribe_all_request__descriptor,
-         &agentmesh__v1__event__descriptor, subscribe_all, api},
+         &agentmesh__v1__event__descriptor, subscribe_all, api, NULL},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if ((rc = rpc_server_register(srv, &methods[i])))

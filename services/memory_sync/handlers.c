@@ -285,7 +285,7 @@ out:
 #define SVC "/agentmesh.v1.MemorySync/"
 #define M(name, kind, req, rep, fn)                                            \
     {SVC name, kind, &agentmesh__v1__##req##__descriptor,                      \
-     &agentmesh__v1__##rep##__descriptor, fn, NULL}
+     &agentmesh__v1__##rep##__descriptor, fn, NULL, NULL}
 
 int ms_grpc_register(rpc_server *srv, ms_service *svc, es_store *store,
                      ms_grpc **out)

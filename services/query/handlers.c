@@ -373,7 +373,7 @@ int qs_grpc_register(rpc_server *srv, qs_db *db, qs_grpc **out)
         return rc;
     g->db = db;
 #define M(name, kind, req, rep, fn)                                           \
-    {"/agentmesh.v1.Query/" name, kind, &req, &rep, fn, g}
+    {"/agentmesh.v1.Query/" name, kind, &req, &rep, fn, g, NULL}
     const rpc_method_desc methods[] = {
         M("ListAgents", RPC_METHOD_UNARY,
           agentmesh__v1__list_agents_request__descriptor,
