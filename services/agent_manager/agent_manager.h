@@ -94,6 +94,25 @@ int am_heartbeat(am_service *s, const am_ctx *ctx,
 int am_submit_task(am_service *s, const am_ctx *ctx,
                    const Agentmesh__V1__SubmitTaskRequest *req,
                    am_task_msg **out, am_error *err);
+
+/* SubmitTask without waiting, for the gRPC completion-queue thread
+ * (docs/AGENT_MANAGER.md, "SubmitTask's fast path"). Returns AM_WOULD_BLOCK,
+ * having changed nothing and called nothing, where am_submit_task would
+ * wait: the service lock is held by another thread, an entity the command
+ * needs has an append in flight, or AM_ASYNC_MAX submits are in flight; the
+ * caller then runs am_submit_task. Otherwise returns 0 and the outcome goes
+ * to done(arg, code, task, err) exactly once: before returning when nothing
+ * is appended (a rejected request, a replayed idempotency key), else from
+ * the event store's writer thread after the commit. done owns `task` (NULL
+ * unless code is 0); `err` is borrowed. ctx's strings and req must stay
+ * valid until done. */
+#define AM_WOULD_BLOCK 1
+#define AM_ASYNC_MAX 4096
+typedef void (*am_submit_done_fn)(void *arg, int code, am_task_msg *task,
+                                  const am_error *err);
+int am_submit_task_async(am_service *s, const am_ctx *ctx,
+                         const Agentmesh__V1__SubmitTaskRequest *req,
+                         am_submit_done_fn done, void *arg);
 int am_get_task(am_service *s, const Agentmesh__V1__GetTaskRequest *req,
                 am_task_msg **out, am_error *err);
 int am_start_task(am_service *s, const am_ctx *ctx,

@@ -128,6 +128,46 @@ COMMAND(h_heartbeat, Agentmesh__V1__HeartbeatRequest, am_heartbeat,
         Agentmesh__V1__HeartbeatResponse)
 COMMAND(h_submit, Agentmesh__V1__SubmitTaskRequest, am_submit_task,
         Agentmesh__V1__Task)
+
+/* SubmitTask's fast path, on the completion-queue thread: decided there and
+ * answered from the event store's writer once committed, so no worker
+ * thread is woken and none waits for the commit. Declines (the worker runs
+ * h_submit) whenever the command would have to wait. */
+typedef struct fast_submit {
+    am_call_ctx c;
+    rpc_call *call;
+} fast_submit;
+
+static void submit_done(void *arg, int code, am_task_msg *task,
+                        const am_error *err)
+{
+    fast_submit *f = arg;
+    answer(f->call, code, task ? &task->base : NULL, err);
+    rpc_call_complete(f->call);
+    free(f);
+}
+
+static bool h_submit_fast(rpc_call *call, const ProtobufCMessage *request,
+                          void *user)
+{
+    am_grpc *g = user;
+    fast_submit *f = malloc(sizeof *f);
+    if (!f)
+        return false;
+    if (rpc_call_defer(call) != RPC_OK) {
+        free(f);
+        return false;
+    }
+    am_call_ctx_init(&f->c, call);
+    f->call = call;
+    if (am_submit_task_async(g->svc, &f->c.ctx,
+                             (const Agentmesh__V1__SubmitTaskRequest *)request,
+                             submit_done, f) == AM_WOULD_BLOCK) {
+        free(f);
+        return false; /* the runtime drops the deferral */
+    }
+    return true;
+}
 QUERY(h_get_task, Agentmesh__V1__GetTaskRequest, am_get_task,
       Agentmesh__V1__Task)
 COMMAND(h_start, Agentmesh__V1__StartTaskRequest, am_start_task,
@@ -146,10 +186,10 @@ COMMAND(h_retry, Agentmesh__V1__RetryTaskRequest, am_retry_task,
 #define SVC "/agentmesh.v1.AgentManager/"
 #define M(name, kind, req, rep, fn)                                            \
     {SVC name, kind, &agentmesh__v1__##req##__descriptor,                      \
-     &agentmesh__v1__##rep##__descriptor, fn, NULL}
+     &agentmesh__v1__##rep##__descriptor, fn, NULL, NULL}
 
 int am_grpc_register(rpc_server *srv, am_service *svc, es_store *store,
-                     am_grpc **out)
+                     bool fast_submit, am_grpc **out)
 {
     am_grpc *g = calloc(1, sizeof *g);
     int rc = RPC_OK;
@@ -157,6 +197,7 @@ int am_grpc_register(rpc_server *srv, am_service *svc, es_store *store,
         return RPC_ERR_NOMEM;
     g->svc = svc;
     g->store = store;
+    g->fast_submit = fast_submit;
     rpc_method_desc methods[] = {
         M("RegisterAgent", RPC_METHOD_UNARY, register_agent_request, agent, h_register),
         M("GetAgent", RPC_METHOD_UNARY, get_agent_request, agent, h_get_agent),
@@ -180,6 +221,8 @@ int am_grpc_register(rpc_server *srv, am_service *svc, es_store *store,
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0] && !rc; i++) {
         methods[i].user = g;
+        if (methods[i].handler == h_submit && g->fast_submit)
+            methods[i].fast = h_submit_fast;
         rc = rpc_server_register(srv, &methods[i]);
     }
     if (rc) {

@@ -13,9 +13,10 @@ typedef struct am_grpc am_grpc;
 /* Registers every AgentManager method on srv (before it starts) and marks
  * "agentmesh.v1.AgentManager" SERVING in health. svc and store are borrowed;
  * *out is owned by the caller and must outlive the server (am_grpc_destroy
- * after rpc_server_destroy). Returns an rpc_err. */
+ * after rpc_server_destroy). fast_submit: SubmitTask is tried on the
+ * completion-queue thread first (am_submit_task_async). Returns an rpc_err. */
 int am_grpc_register(rpc_server *srv, am_service *svc, es_store *store,
-                     am_grpc **out);
+                     bool fast_submit, am_grpc **out);
 void am_grpc_destroy(am_grpc *g);
 
 /* The WatchTask handler (watch.c); user is the am_grpc. */
@@ -26,6 +27,7 @@ void am_watch_task(rpc_call *call, const ProtobufCMessage *request,
 struct am_grpc {
     am_service *svc;
     es_store *store;
+    bool fast_submit; /* SubmitTask's fast path (h_submit_fast) */
 };
 
 /* Event metadata of a call: its actor, correlation id (x-correlation-id,

@@ -5,6 +5,7 @@
 #define AGENTMESH_AGENT_MANAGER_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -88,6 +89,10 @@ struct am_service {
     bool stopping;
     pthread_cond_t monitor_cv;
     am_stats *stats;          /* NULL without a metrics registry */
+    unsigned async_inflight;  /* am_submit_task_async appends in flight */
+    /* SubmitTask commands decided by am_submit_task_async (fast) and by
+     * am_submit_task (worker), for /metrics. */
+    atomic_ulong submits_fast, submits_worker;
 };
 
 /* Metrics (stats.c): created on the options' registry, refreshed by the
@@ -101,6 +106,20 @@ void am_stats_refresh(am_service *s, am_stats *st);
  * with s->mu held. Returns a gRPC code (0 on success) and fills err. The op's
  * events are freed. */
 int am_op_run(am_service *s, am_op *op, am_error *err);
+
+/* am_op_run in two halves, for callers that must not wait for the commit.
+ * am_op_start, with s->mu held (and kept): registers op and queues its
+ * append; cb(arg, status, res) runs on the event store's writer thread once
+ * it is committed, and must call am_op_finish. Returns AM_OP_PENDING, or,
+ * when the append was refused at once, the gRPC code of the ended op (err
+ * filled, events freed) with s->mu still held. am_op_finish, without s->mu:
+ * folds what was committed and ends op like am_op_run; returns its gRPC
+ * code with s->mu held. */
+#define AM_OP_PENDING (-1)
+int am_op_start(am_service *s, am_op *op, es_append_cb cb, void *arg,
+                am_error *err);
+int am_op_finish(am_service *s, am_op *op, int status,
+                 const es_append_result *res, am_error *err);
 
 /* With s->mu held: the agent to give task t now (least loaded eligible),
  * or NULL. */

@@ -32,6 +32,10 @@ static cfg_option options[] = {
      "events between state snapshots (0: only at shutdown)"},
     {"max-pending", "AGENTMESH_AGENTS_MAX_PENDING", CFG_INT, "100000",
      "tasks waiting for an agent before submits answer RESOURCE_EXHAUSTED"},
+    {"fast-submit", "AGENTMESH_AGENTS_FAST_SUBMIT", CFG_BOOL, "true",
+     "decide SubmitTask on the gRPC completion-queue thread and answer it "
+     "from the event store's commit (false: on a worker thread, as the "
+     "other commands)"},
     {"no-sync", "AGENTMESH_AGENTS_NO_SYNC", CFG_BOOL, "false",
      "do not fsync commits: faster, but acknowledged events can be lost on "
      "power loss (tests and benchmarks only)"},
@@ -52,7 +56,7 @@ int main(int argc, char **argv)
     const char *data_dir = NULL;
     int64_t hb_ms = 0, snap_every = 0, max_pending = 0;
     uint64_t max_input = 0;
-    bool no_sync = false;
+    bool no_sync = false, fast_submit = true;
 
     /* Every WatchTask and SubscribeAll stream holds a handler thread for its
      * life, so agent-manager defaults to more handler threads than the
@@ -70,6 +74,7 @@ int main(int argc, char **argv)
         cfg_get_int(c, "snapshot-every", &snap_every) || snap_every < 0 ||
         cfg_get_int(c, "max-pending", &max_pending) || max_pending < 1 ||
         cfg_get_bool(c, "no-sync", &no_sync) ||
+        cfg_get_bool(c, "fast-submit", &fast_submit) ||
         cfg_get_string(c, "nats-url", &nats_url)) {
         fprintf(stderr,
                 "%s: invalid settings (data-dir must be set, heartbeat-timeout "
@@ -116,7 +121,7 @@ int main(int argc, char **argv)
         }
     }
     rpc_server *srv = rpc_runtime_server(rt);
-    if ((rc = am_grpc_register(srv, svc, store, &grpc)) != RPC_OK ||
+    if ((rc = am_grpc_register(srv, svc, store, fast_submit, &grpc)) != RPC_OK ||
         (rc = esapi_register(srv, store, "agents", &api)) != RPC_OK) {
         LOG_ERROR("agent-manager: cannot register methods: %s",
                   rpc_strerror(rc));

@@ -58,11 +58,9 @@ static void apply_committed(am_service *s, am_op *op, es_txn *txn)
     }
 }
 
-int am_op_run(am_service *s, am_op *op, am_error *err)
+/* With s->mu held: op is in flight. */
+static void op_begin(am_service *s, am_op *op)
 {
-    es_txn *txn = NULL;
-    int rc, code = GRPC_STATUS_OK;
-
     if (op->events.n)
         memcpy(op->last_id, op->events.ev[op->events.n - 1].id, ES_ID_SIZE);
     op->mark = s->st.max_applied;
@@ -71,10 +69,15 @@ int am_op_run(am_service *s, am_op *op, am_error *err)
         op->task->busy = true;
     if (op->agent)
         op->agent->busy = true;
-    pthread_mutex_unlock(&s->mu);
+}
 
-    rc = es_append(s->store, op->stream, op->expected, op->events.ev,
-                   op->events.n, &op->res);
+/* Without s->mu: the append ended with rc (op->res set). Reads the committed
+ * events back, then under the lock folds them and ends op. Returns the gRPC
+ * code with s->mu held. */
+static int op_end(am_service *s, am_op *op, int rc, am_error *err)
+{
+    es_txn *txn = NULL;
+    int code = GRPC_STATUS_OK;
     int rrc = ES_OK;
     if (rc == ES_OK)
         rrc = es_txn_begin(s->store, &txn);
@@ -121,4 +124,35 @@ int am_op_run(am_service *s, am_op *op, am_error *err)
     am_events_free(&op->events);
     es_txn_end(txn);
     return code;
+}
+
+int am_op_run(am_service *s, am_op *op, am_error *err)
+{
+    op_begin(s, op);
+    pthread_mutex_unlock(&s->mu);
+    int rc = es_append(s->store, op->stream, op->expected, op->events.ev,
+                       op->events.n, &op->res);
+    return op_end(s, op, rc, err);
+}
+
+int am_op_start(am_service *s, am_op *op, es_append_cb cb, void *arg,
+                am_error *err)
+{
+    op_begin(s, op);
+    int rc = es_append_async(s->store, op->stream, op->expected,
+                             op->events.ev, op->events.n, cb, arg);
+    if (rc == ES_OK)
+        return AM_OP_PENDING;
+    /* Refused at once (closed store, out of memory): ended like a failed
+     * append. */
+    pthread_mutex_unlock(&s->mu);
+    return op_end(s, op, rc, err);
+}
+
+int am_op_finish(am_service *s, am_op *op, int status,
+                 const es_append_result *res, am_error *err)
+{
+    if (res)
+        op->res = *res;
+    return op_end(s, op, status, err);
 }

@@ -4,7 +4,8 @@
  * takes snapshots. Checks the invariants (no agent over its concurrency,
  * every task assigned exactly when it should be, one task per idempotency
  * key) and that a state rebuilt from snapshot + log equals the live one.
- * Run under TSan too. */
+ * Half the threads submit through am_submit_task_async (the gRPC fast path),
+ * the others through am_submit_task. Run under TSan too. */
 #include <grpc/status.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "services/agent_manager/agent_manager.h"
+#include "services/agent_manager/submit_wait.h"
 #include "services/common/test_util.h"
 
 #define THREADS 8
@@ -26,6 +28,7 @@ static char agent_ids[AGENTS][64];
 static pthread_mutex_t ids_mu = PTHREAD_MUTEX_INITIALIZER;
 static char *task_ids[THREADS * PER_THREAD + 64];
 static size_t n_task_ids;
+static int n_fast, n_fallback; /* under ids_mu */
 
 
 static const am_ctx ctx = {"test", "corr", "cause", NULL};
@@ -102,7 +105,15 @@ static void *worker(void *arg)
         /* Every thread submits key k<i> too: one task per key in all. */
         snprintf(key, sizeof key, "k%d", i);
         r.idempotency_key = (n % 2) ? key : "";
-        CHECK(am_submit_task(svc, &ctx, &r, &t, &err) == 0);
+        bool fast = false;
+        if ((n / 2) % 2)
+            CHECK(submit_fast_or_wait(svc, &ctx, &r, &t, &err, &fast) == 0);
+        else
+            CHECK(am_submit_task(svc, &ctx, &r, &t, &err) == 0);
+        pthread_mutex_lock(&ids_mu);
+        if ((n / 2) % 2)
+            *(fast ? &n_fast : &n_fallback) += 1;
+        pthread_mutex_unlock(&ids_mu);
         if (!t)
             continue;
         pthread_mutex_lock(&ids_mu);
@@ -230,6 +241,12 @@ int main(void)
         free_msg(t);
     }
     CHECK(n_task_ids == (THREADS / 2) * PER_THREAD + PER_THREAD);
+    /* Threads 2, 3, 6 and 7 went the fast way, falling back when it would
+     * have waited. */
+    CHECK(n_fast + n_fallback == (THREADS / 2) * PER_THREAD);
+    CHECK(n_fast > 0);
+    printf("service_test: %d fast submits, %d fell back to waiting\n", n_fast,
+           n_fallback);
     check_agents();
     /* From the last snapshot taken under load, then the log after it. */
     compare_with_rebuilt();

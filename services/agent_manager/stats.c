@@ -36,14 +36,16 @@ static const fam fams[F_COUNT] = {
 
 struct am_stats {
     metrics_family *f[F_COUNT];
-    metrics_family *agents, *tasks;
+    metrics_family *agents, *tasks, *submits;
     double prev[F_COUNT];
+    unsigned long prev_fast, prev_worker;
 };
 
 int am_stats_create(metrics_registry *reg, am_stats **out)
 {
     static const char *const status_label[] = {"status"};
     static const char *const state_label[] = {"state"};
+    static const char *const path_label[] = {"path"};
     am_stats *st = calloc(1, sizeof *st);
     if (!st)
         return -1;
@@ -61,7 +63,12 @@ int am_stats_create(metrics_registry *reg, am_stats **out)
     if (metrics_gauge_create(reg, "agentmesh_agents", "Agents by status.",
                              status_label, 1, &st->agents) ||
         metrics_gauge_create(reg, "agentmesh_tasks", "Tasks by state.",
-                             state_label, 1, &st->tasks)) {
+                             state_label, 1, &st->tasks) ||
+        metrics_counter_create(reg, "agentmesh_agents_submits_total",
+                               "SubmitTask commands by where they were "
+                               "decided: fast (the completion-queue thread) or "
+                               "worker.",
+                               path_label, 1, &st->submits)) {
         free(st);
         return -1;
     }
@@ -98,6 +105,14 @@ void am_stats_refresh(am_service *s, am_stats *st)
         set(st, F_MAP_USED, (double)es.map_used);
         set(st, F_MAP_SIZE, (double)es.map_size);
     }
+    unsigned long fast = atomic_load(&s->submits_fast);
+    unsigned long worker = atomic_load(&s->submits_worker);
+    const char *fv[] = {"fast"}, *wv[] = {"worker"};
+    /* Both series exist from the first refresh on, even at 0. */
+    metrics_counter_add(st->submits, fv, (double)(fast - st->prev_fast));
+    metrics_counter_add(st->submits, wv, (double)(worker - st->prev_worker));
+    st->prev_fast = fast;
+    st->prev_worker = worker;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->st.n_agents; i++) {
         const am_agent *a = s->st.agent_list[i];

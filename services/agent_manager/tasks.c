@@ -171,77 +171,62 @@ static am_task *ghost_task(const char *id,
     return t;
 }
 
-int am_submit_task(am_service *s, const am_ctx *ctx,
-                   const Agentmesh__V1__SubmitTaskRequest *req,
-                   am_task_msg **out, am_error *err)
+/* submit_begin's outcomes besides a final gRPC code. */
+#define SUBMIT_APPEND (-2) /* op holds the events to append; *tp the task */
+#define SUBMIT_WAIT (-3)   /* nowait: an entity it needs is busy */
+
+/* Decides a submit, with s->mu held: the checks against the state, the
+ * task's ghost, the assignment and the events. Returns SUBMIT_APPEND, or a
+ * final code (0 with *out for a replay of an idempotency key; nothing left
+ * in the state), or, with nowait, SUBMIT_WAIT where am_submit_task would
+ * wait for an append in flight (nothing changed). */
+static int submit_begin(am_service *s, const am_ctx *ctx,
+                        const Agentmesh__V1__SubmitTaskRequest *req,
+                        const char *id, uint8_t ids[2][ES_ID_SIZE],
+                        bool nowait, am_op *op, am_task **tp,
+                        am_task_msg **out, am_error *err)
 {
-    char idbuf[AM_UUID_LEN + 1];
-    uint8_t ids[2][ES_ID_SIZE];
-    const char *id = req->task_id;
     const char *key = req->idempotency_key;
     bool has_key = key && *key;
     am_task *t = NULL;
-    am_op op;
     int rc;
 
-    if ((rc = submit_checks(s, req, err)))
-        return rc;
-    if (!id || !*id) {
-        if (am_uuid_new(idbuf))
-            return am_fail(err, GRPC_STATUS_INTERNAL, "no entropy for an id");
-        id = idbuf;
-    }
-    if (has_key)
-        derive_ids(key, ids);
-    memset(&op, 0, sizeof op);
-    snprintf(op.stream, sizeof op.stream, "%s%s", AM_TASK_STREAM_PREFIX, id);
-    op.expected = ES_EXPECT_NO_STREAM;
-
-    pthread_mutex_lock(&s->mu);
-    if (s->broken) {
-        rc = am_fail(err, GRPC_STATUS_UNAVAILABLE, UNAVAILABLE_MSG);
-        goto out;
+    if (s->broken)
+        return am_fail(err, GRPC_STATUS_UNAVAILABLE, UNAVAILABLE_MSG);
+    if (nowait) {
+        am_task *x = has_key ? am_map_get(s->st.idem, key) : NULL;
+        am_task *y = am_map_get(s->st.tasks, id);
+        if ((x && x->busy) || (y && y->busy))
+            return SUBMIT_WAIT;
     }
     if (has_key) {
         am_task *first = wait_idem(s, key);
-        if (first) {
-            rc = reply_task(first, out, err);
-            goto out;
-        }
+        if (first)
+            return reply_task(first, out, err);
     }
-    if (wait_task(s, id)) {
-        rc = am_fail(err, GRPC_STATUS_ALREADY_EXISTS, "task %s already exists",
-                     id);
-        goto out;
-    }
+    if (wait_task(s, id))
+        return am_fail(err, GRPC_STATUS_ALREADY_EXISTS,
+                       "task %s already exists", id);
     if (req->agent_id && *req->agent_id) {
         am_agent *a = am_map_get(s->st.agents, req->agent_id);
-        if (!a || a->ghost) {
-            rc = am_fail(err, GRPC_STATUS_NOT_FOUND, "agent %s not found",
-                         req->agent_id);
-            goto out;
-        }
-        if (a->status == AM_AGENT_DEREGISTERED) {
-            rc = am_fail(err, GRPC_STATUS_FAILED_PRECONDITION,
-                         "agent %s is deregistered", a->id);
-            goto out;
-        }
+        if (!a || a->ghost)
+            return am_fail(err, GRPC_STATUS_NOT_FOUND, "agent %s not found",
+                           req->agent_id);
+        if (a->status == AM_AGENT_DEREGISTERED)
+            return am_fail(err, GRPC_STATUS_FAILED_PRECONDITION,
+                           "agent %s is deregistered", a->id);
         if (!am_agent_has_caps(a, req->required_capabilities,
-                               req->n_required_capabilities)) {
-            rc = am_fail(err, GRPC_STATUS_FAILED_PRECONDITION,
-                         "agent %s lacks a required capability", a->id);
-            goto out;
-        }
+                               req->n_required_capabilities))
+            return am_fail(err, GRPC_STATUS_FAILED_PRECONDITION,
+                           "agent %s lacks a required capability", a->id);
     }
     if (!(t = ghost_task(id, req)) || am_state_add_task(&s->st, t)) {
         am_task_free(t);
-        t = NULL;
-        rc = am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+        return am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     }
     if (has_key && am_map_put(s->st.idem, t->idem_key, t)) {
         rc = am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+        goto fail;
     }
     Agentmesh__V1__TaskSubmitted p = AGENTMESH__V1__TASK_SUBMITTED__INIT;
     p.task_id = t->id;
@@ -255,25 +240,168 @@ int am_submit_task(am_service *s, const am_ctx *ctx,
     am_agent *a = am_choose_agent(s, t);
     if (!a && s->st.n_pending >= s->opts.max_pending) {
         rc = queue_full(s, err);
-        goto out;
+        goto fail;
     }
-    if (am_events_add(&op.events, AM_EV_TASK_SUBMITTED, &p.base, ctx,
+    if (am_events_add(&op->events, AM_EV_TASK_SUBMITTED, &p.base, ctx,
                       has_key ? ids[0] : NULL) ||
-        (a && add_assigned(&op, t, a, 1, ctx, has_key ? ids[1] : NULL))) {
+        (a && add_assigned(op, t, a, 1, ctx, has_key ? ids[1] : NULL))) {
         rc = am_fail(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+        goto fail;
     }
-    op.task = t;
-    if ((rc = am_op_run(s, &op, err)))
-        goto out;
-    rc = reply_task(t, out, err);
-    t = NULL;
-out:
-    if (t && t->ghost)
+    snprintf(op->stream, sizeof op->stream, "%s%s", AM_TASK_STREAM_PREFIX, id);
+    op->expected = ES_EXPECT_NO_STREAM;
+    op->task = t;
+    *tp = t;
+    return SUBMIT_APPEND;
+fail:
+    if (op->reserved) {
+        op->reserved->reserved--;
+        op->reserved = NULL;
+    }
+    am_events_free(&op->events);
+    am_state_remove_task(&s->st, t);
+    return rc;
+}
+
+/* After the op of a submit ended with code, with s->mu held: the reply, or
+ * the ghost left by a failed append goes. */
+static int submit_end(am_service *s, am_task *t, int code, am_task_msg **out,
+                      am_error *err)
+{
+    if (code == 0)
+        return reply_task(t, out, err);
+    if (t->ghost)
         am_state_remove_task(&s->st, t);
+    return code;
+}
+
+/* The checks that need no lock, and the task id. */
+static int submit_prepare(const am_service *s,
+                          const Agentmesh__V1__SubmitTaskRequest *req,
+                          char idbuf[AM_UUID_LEN + 1], const char **id,
+                          uint8_t ids[2][ES_ID_SIZE], am_error *err)
+{
+    int rc;
+    if ((rc = submit_checks(s, req, err)))
+        return rc;
+    *id = req->task_id;
+    if (!*id || !**id) {
+        if (am_uuid_new(idbuf))
+            return am_fail(err, GRPC_STATUS_INTERNAL, "no entropy for an id");
+        *id = idbuf;
+    }
+    if (req->idempotency_key && *req->idempotency_key)
+        derive_ids(req->idempotency_key, ids);
+    return 0;
+}
+
+int am_submit_task(am_service *s, const am_ctx *ctx,
+                   const Agentmesh__V1__SubmitTaskRequest *req,
+                   am_task_msg **out, am_error *err)
+{
+    char idbuf[AM_UUID_LEN + 1];
+    uint8_t ids[2][ES_ID_SIZE];
+    const char *id = NULL;
+    am_task *t = NULL;
+    am_op op;
+    int rc;
+
+    atomic_fetch_add(&s->submits_worker, 1);
+    if ((rc = submit_prepare(s, req, idbuf, &id, ids, err)))
+        return rc;
+    memset(&op, 0, sizeof op);
+    pthread_mutex_lock(&s->mu);
+    rc = submit_begin(s, ctx, req, id, ids, false, &op, &t, out, err);
+    if (rc == SUBMIT_APPEND) {
+        rc = am_op_run(s, &op, err);
+        rc = submit_end(s, t, rc, out, err);
+    }
     pthread_mutex_unlock(&s->mu);
     am_events_free(&op.events);
     return rc;
+}
+
+/* One am_submit_task_async in flight. */
+typedef struct submit_async {
+    am_op op;
+    am_service *s;
+    am_task *t;
+    am_submit_done_fn done;
+    void *arg;
+} submit_async;
+
+/* On the event store's writer thread, once the append committed (or
+ * failed). */
+static void submit_committed(void *arg, int status,
+                             const es_append_result *res)
+{
+    submit_async *sa = arg;
+    am_service *s = sa->s;
+    am_task_msg *out = NULL;
+    am_error err;
+    memset(&err, 0, sizeof err);
+    int rc = am_op_finish(s, &sa->op, status, res, &err);
+    rc = submit_end(s, sa->t, rc, &out, &err);
+    s->async_inflight--;
+    pthread_mutex_unlock(&s->mu);
+    sa->done(sa->arg, rc, out, &err);
+    free(sa);
+}
+
+int am_submit_task_async(am_service *s, const am_ctx *ctx,
+                         const Agentmesh__V1__SubmitTaskRequest *req,
+                         am_submit_done_fn done, void *arg)
+{
+    char idbuf[AM_UUID_LEN + 1];
+    uint8_t ids[2][ES_ID_SIZE];
+    const char *id = NULL;
+    am_task_msg *out = NULL;
+    am_error err;
+    int rc;
+
+    memset(&err, 0, sizeof err);
+    if ((rc = submit_prepare(s, req, idbuf, &id, ids, &err))) {
+        atomic_fetch_add(&s->submits_fast, 1);
+        done(arg, rc, NULL, &err);
+        return 0;
+    }
+    submit_async *sa = calloc(1, sizeof *sa);
+    if (!sa)
+        return AM_WOULD_BLOCK;
+    if (pthread_mutex_trylock(&s->mu) != 0) {
+        free(sa);
+        return AM_WOULD_BLOCK;
+    }
+    if (s->async_inflight >= AM_ASYNC_MAX) {
+        pthread_mutex_unlock(&s->mu);
+        free(sa);
+        return AM_WOULD_BLOCK;
+    }
+    sa->s = s;
+    sa->done = done;
+    sa->arg = arg;
+    rc = submit_begin(s, ctx, req, id, ids, true, &sa->op, &sa->t, &out,
+                      &err);
+    if (rc == SUBMIT_WAIT) {
+        pthread_mutex_unlock(&s->mu);
+        free(sa);
+        return AM_WOULD_BLOCK;
+    }
+    atomic_fetch_add(&s->submits_fast, 1);
+    if (rc == SUBMIT_APPEND) {
+        s->async_inflight++;
+        rc = am_op_start(s, &sa->op, submit_committed, sa, &err);
+        if (rc == AM_OP_PENDING) {
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+        s->async_inflight--;
+        rc = submit_end(s, sa->t, rc, &out, &err);
+    }
+    pthread_mutex_unlock(&s->mu);
+    done(arg, rc, out, &err);
+    free(sa);
+    return 0;
 }
 
 int am_get_task(am_service *s, const Agentmesh__V1__GetTaskRequest *req,

@@ -70,10 +70,16 @@ class Client:
         self.channel.close()
 
 
+# Flags every server of this run gets: the BUILD runs the suite once as is
+# and once with SubmitTask on worker threads (--fast-submit=false).
+SERVER_FLAGS = os.environ.get("AGENT_MANAGER_TEST_FLAGS", "").split()
+
+
 def start_server(data_dir, *extra, nats_url=""):
     return lib.Server(BINARY, ["--data-dir=" + data_dir, "--listen=127.0.0.1:0",
                                "--admin=127.0.0.1:0", "--nats-url=" + nats_url,
-                               "--internal-token=" + TOKEN] + list(extra)).start()
+                               "--internal-token=" + TOKEN] + SERVER_FLAGS +
+                      list(extra)).start()
 
 
 def details(exc):
@@ -540,6 +546,18 @@ class AgentManagerTest(unittest.TestCase):
         self.assertIsNotNone(lib.metric_value(
             text, "agentmesh_rpc_requests_total",
             {"method": "/agentmesh.v1.AgentManager/SubmitTask", "code": "OK"}))
+        # Where SubmitTask was decided: on the completion-queue thread unless
+        # the lock was busy at that moment, never there with the fast path
+        # off.
+        fast = lib.metric_value(text, "agentmesh_agents_submits_total",
+                                {"path": "fast"})
+        worker = lib.metric_value(text, "agentmesh_agents_submits_total",
+                                  {"path": "worker"})
+        if "--fast-submit=false" in SERVER_FLAGS:
+            self.assertEqual(fast, 0)
+            self.assertGreater(worker, 0)
+        else:
+            self.assertGreater(fast, worker)
 
     # ---- health and reflection -------------------------------------------
 
