@@ -119,17 +119,12 @@ out:
  * writer) for the store's lock on the way out. The writer is signalled only
  * when it waits for work; a busy writer looks at the queue before it
  * sleeps again. */
-static int submit(es_store *s, es__req *r)
+/* With s->mu held, which it releases: queues r (unless the store is
+ * closing: ES_CLOSED) and signals an idle writer. */
+static int enqueue_unlock(es_store *s, es__req *r)
 {
-    bool wake;
-    if (sem_init(&r->done, 0, 0) != 0)
-        return ES_NOMEM;
-    pthread_mutex_lock(&s->mu);
-    while (!s->closing && s->queued >= s->opts.queue_max)
-        pthread_cond_wait(&s->space_cv, &s->mu);
     if (s->closing) {
         pthread_mutex_unlock(&s->mu);
-        sem_destroy(&r->done);
         return ES_CLOSED;
     }
     if (s->tail)
@@ -138,10 +133,24 @@ static int submit(es_store *s, es__req *r)
         s->head = r;
     s->tail = r;
     s->queued++;
-    wake = s->writer_idle;
+    bool wake = s->writer_idle;
     pthread_mutex_unlock(&s->mu);
     if (wake)
         pthread_cond_signal(&s->queue_cv);
+    return ES_OK;
+}
+
+static int submit(es_store *s, es__req *r)
+{
+    if (sem_init(&r->done, 0, 0) != 0)
+        return ES_NOMEM;
+    pthread_mutex_lock(&s->mu);
+    while (!s->closing && s->queued >= s->opts.queue_max)
+        pthread_cond_wait(&s->space_cv, &s->mu);
+    if (enqueue_unlock(s, r) != ES_OK) {
+        sem_destroy(&r->done);
+        return ES_CLOSED;
+    }
     while (sem_wait(&r->done) != 0)
         ; /* EINTR */
     sem_destroy(&r->done);
@@ -186,7 +195,6 @@ int es_append_async(es_store *s, const char *stream, int64_t expected,
                     void *arg)
 {
     int rc;
-    bool wake;
     if (!s || !cb)
         return ES_INVALID;
     if (s->rdonly)
@@ -209,22 +217,9 @@ int es_append_async(es_store *s, const char *stream, int64_t expected,
     }
     r->stream_len = strlen(stream);
     pthread_mutex_lock(&s->mu);
-    if (s->closing) {
-        pthread_mutex_unlock(&s->mu);
+    if ((rc = enqueue_unlock(s, r)) != ES_OK)
         free(r);
-        return ES_CLOSED;
-    }
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    s->queued++;
-    wake = s->writer_idle;
-    pthread_mutex_unlock(&s->mu);
-    if (wake)
-        pthread_cond_signal(&s->queue_cv);
-    return ES_OK;
+    return rc;
 }
 
 int es_append(es_store *s, const char *stream, int64_t expected,
