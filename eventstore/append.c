@@ -157,6 +157,26 @@ static int submit(es_store *s, es__req *r)
     return r->status;
 }
 
+/* Fills and checks an append request (r zeroed before). */
+static int prepare(es_store *s, es__req *r, const char *stream,
+                   int64_t expected, const es_event_data *events, size_t n)
+{
+    int rc;
+    if (s->rdonly)
+        return ES_READONLY;
+    if (expected < 0 && expected != ES_EXPECT_ANY &&
+        expected != ES_EXPECT_NO_STREAM && expected != ES_EXPECT_STREAM_EXISTS)
+        return ES_INVALID;
+    r->stream = stream;
+    r->expected = expected;
+    r->events = events;
+    r->n = n;
+    if ((rc = validate(s, r)))
+        return rc;
+    r->stream_len = strlen(stream);
+    return ES_OK;
+}
+
 int es_append_with(es_store *s, const char *stream, int64_t expected,
                    const es_event_data *events, size_t n, es_txn_fn fn,
                    void *arg, es_append_result *result)
@@ -165,21 +185,11 @@ int es_append_with(es_store *s, const char *stream, int64_t expected,
     int rc;
     if (!s)
         return ES_INVALID;
-    if (s->rdonly)
-        return ES_READONLY;
-    if (expected < 0 && expected != ES_EXPECT_ANY &&
-        expected != ES_EXPECT_NO_STREAM && expected != ES_EXPECT_STREAM_EXISTS)
-        return ES_INVALID;
     memset(&r, 0, sizeof r);
-    r.stream = stream;
-    r.expected = expected;
-    r.events = events;
-    r.n = n;
     r.fn = fn;
     r.arg = arg;
-    if ((rc = validate(s, &r)))
+    if ((rc = prepare(s, &r, stream, expected, events, n)))
         return rc;
-    r.stream_len = strlen(stream);
     rc = submit(s, &r);
     if (result && (rc == ES_OK || rc == ES_WRONG_EXPECTED_VERSION)) {
         if (rc == ES_OK)
@@ -197,25 +207,15 @@ int es_append_async(es_store *s, const char *stream, int64_t expected,
     int rc;
     if (!s || !cb)
         return ES_INVALID;
-    if (s->rdonly)
-        return ES_READONLY;
-    if (expected < 0 && expected != ES_EXPECT_ANY &&
-        expected != ES_EXPECT_NO_STREAM && expected != ES_EXPECT_STREAM_EXISTS)
-        return ES_INVALID;
     es__req *r = calloc(1, sizeof *r);
     if (!r)
         return ES_NOMEM;
-    r->stream = stream;
-    r->expected = expected;
-    r->events = events;
-    r->n = n;
     r->cb = cb;
     r->cb_arg = arg;
-    if ((rc = validate(s, r))) {
+    if ((rc = prepare(s, r, stream, expected, events, n))) {
         free(r);
         return rc;
     }
-    r->stream_len = strlen(stream);
     pthread_mutex_lock(&s->mu);
     if ((rc = enqueue_unlock(s, r)) != ES_OK)
         free(r);
