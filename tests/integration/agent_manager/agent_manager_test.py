@@ -708,7 +708,7 @@ class RestartTest(unittest.TestCase):
             server = start_server(path, "--snapshot-every=20")
             c = Client(server.grpc_target)
             c.RegisterAgent(name="load", capabilities=["l"], max_concurrency=1000)
-            acked, lock = [], threading.Lock()
+            acked, submitted, lock = [], [], threading.Lock()
             go = threading.Event()
 
             def worker():
@@ -717,6 +717,9 @@ class RestartTest(unittest.TestCase):
                     while True:
                         try:
                             t = cl.SubmitTask(required_capabilities=["l"], timeout=10)
+                            # Acknowledged: it must survive whatever follows.
+                            with lock:
+                                submitted.append(t.task_id)
                             cl.StartTask(task_id=t.task_id, timeout=10)
                         except grpc.RpcError:
                             return
@@ -744,6 +747,11 @@ class RestartTest(unittest.TestCase):
             c = Client(server.grpc_target)
             for tid in acked:
                 self.assertEqual(c.GetTask(task_id=tid).state, RUNNING)
+            # Submits acknowledged just before the signal, not yet started.
+            for tid in set(submitted) - set(acked):
+                self.assertIn(c.GetTask(task_id=tid).state,
+                              (PENDING, ASSIGNED, RUNNING), tid)
+            self.assertGreaterEqual(len(submitted), len(acked))
             c.close()
             self.assertEqual(server.stop(), 0)
         finally:
